@@ -1,0 +1,224 @@
+"""The `generate` stage's library: synthetic class images from a text-to-image diffusion model.
+
+Generation is the slowest step of the pipeline, so it is resumable: images are made in fixed
+shards, and every finished shard lands atomically in a cache folder keyed by everything that
+determines its pixels. A rerun after a crash (or with an unchanged configuration) regenerates only
+the shards that are missing. Each image has its own seed, derived from (seed, class, index), so an
+image never depends on which other images shared its batch or its shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from pipeline.artifacts import atomic_path, read_table, write_table
+from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.errors import PipelineError
+from pipeline.params import GenerateParams
+from pipeline.tiny import build_tiny_diffusion
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+SHARD_GLOB = "shard-*.parquet"
+COLUMNS = ["id", "label", "class_name", "prompt", "seed", "image", "width", "height"]
+_DTYPES = {"id": "object", "label": "int64", "class_name": "object", "prompt": "object",
+           "seed": "int64", "image": "object", "width": "int64", "height": "int64"}
+_MIN_CELL = 64
+_LABEL_WIDTH = 120
+
+
+@dataclass(frozen=True)
+class _Job:
+    label: int
+    class_name: str
+    index: int
+    prompt: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"syn-{self.label:04d}-{self.index:05d}"
+
+
+def image_seed(seed: int, class_index: int, image_index: int) -> int:
+    """A per-image seed that depends only on its arguments, so images survive any re-batching."""
+    digest = hashlib.sha256(f"{seed}:{class_index}:{image_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def _plan(params: GenerateParams, class_names: list[str], seed: int) -> list[list[_Job]]:
+    """All jobs, class by class, cut into shards of `shard_size` consecutive jobs."""
+    templates = params.templates
+    jobs = [
+        _Job(label, name, index, templates[index % len(templates)].format(name), image_seed(seed, label, index))
+        for label, name in enumerate(class_names)
+        for index in range(params.images_per_class)
+    ]
+    return [jobs[start:start + params.shard_size] for start in range(0, len(jobs), params.shard_size)]
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
+
+
+def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+    """Load a text-to-image pipeline: `tiny-random`, a local diffusers folder, or a hub id."""
+    fix = ("set generate.model to a local diffusers directory (one with model_index.json), go online once so "
+           f"the hub id is cached, or use generate.model: {TINY_RANDOM} for a smoke run")
+    if model == TINY_RANDOM:
+        pipe = build_tiny_diffusion(seed=0)
+    elif _looks_local(model) and not Path(model).expanduser().exists():
+        raise PipelineError(f"generate.model={model!r} does not exist; {fix}")
+    else:
+        source = str(Path(model).expanduser()) if _looks_local(model) else model
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(source, torch_dtype=dtype)
+        except Exception as error:  # unreachable hub, unknown id, incomplete folder: all need the same fix
+            raise PipelineError(f"could not load generate.model={model!r}: {error}. To fix: {fix}") from None
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _cache_key(params: GenerateParams, class_names: list[str], seed: int, dtype: torch.dtype) -> str:
+    """Hash of everything that determines the shards' contents (the dtype as actually used)."""
+    identity = {
+        "model": params.model, "templates": params.templates, "size": params.size, "steps": params.steps,
+        "guidance": params.guidance, "dtype": str(dtype).removeprefix("torch."), "seed": seed,
+        "class_names": class_names, "images_per_class": params.images_per_class,
+        "shard_size": params.shard_size, "batch_size": params.batch_size,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _generate_shard(pipe: DiffusionPipeline, jobs: list[_Job], params: GenerateParams,
+                    device: torch.device, bar: tqdm) -> pd.DataFrame:
+    rows = []
+    for start in range(0, len(jobs), params.batch_size):
+        batch = jobs[start:start + params.batch_size]
+        images = pipe(
+            prompt=[job.prompt for job in batch],
+            height=params.size,
+            width=params.size,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            generator=[torch.Generator(device=device).manual_seed(job.seed) for job in batch],
+        ).images
+        for job, image in zip(batch, images, strict=True):
+            rows.append({"id": job.id, "label": job.label, "class_name": job.class_name, "prompt": job.prompt,
+                         "seed": job.seed, "image": _png(image), "width": image.width, "height": image.height})
+        bar.update(len(batch))
+    return pd.DataFrame(rows, columns=COLUMNS).astype(_DTYPES)
+
+
+def _is_complete(path: Path, rows: int) -> bool:
+    return path.exists() and pq.ParquetFile(path).metadata.num_rows == rows
+
+
+def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int, out_dir: Path,
+                       progress: bool = True) -> pd.DataFrame:
+    """Fill `out_dir` with one Parquet shard per `shard_size` images, reusing cached shards.
+
+    Returns one row per shard: its file name, its number of images, and whether it came from cache.
+    """
+    device = resolve_device(params.device, key="generate.device")
+    dtype = resolve_dtype(params.dtype, device)
+    shards = _plan(params, class_names, seed)
+    cache = Path(params.cache_dir) / _cache_key(params, class_names, seed, dtype)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob(SHARD_GLOB), *out_dir.glob(".shard-*.tmp")]:
+        stale.unlink()
+
+    pipe = None
+    summary = []
+    total = sum(len(jobs) for jobs in shards)
+    with tqdm(total=total, unit="image", desc="generate", disable=not progress) as bar:
+        for index, jobs in enumerate(shards):
+            cached = cache / _shard_name(index)
+            from_cache = _is_complete(cached, len(jobs))
+            if from_cache:
+                bar.update(len(jobs))
+            else:
+                if pipe is None:
+                    pipe = load_generator(params.model, device, dtype)
+                write_table(cached, _generate_shard(pipe, jobs, params, device, bar))
+            summary.append({"shard": _shard_name(index), "images": len(jobs), "from_cache": from_cache})
+
+    for row in summary:
+        with atomic_path(out_dir / row["shard"]) as tmp:
+            shutil.copyfile(cache / row["shard"], tmp)
+    summary = pd.DataFrame(summary, columns=["shard", "images", "from_cache"])
+    reused = int(summary.loc[summary["from_cache"], "images"].sum())
+    log.info("generate: %d images generated, %d taken from cache %s", total - reused, reused, cache)
+    return summary
+
+
+def read_synthetic(out_dir: Path) -> pd.DataFrame:
+    """All synthetic images in generation order; an empty frame (same columns) when there are none."""
+    frames = [read_table(path)[0] for path in sorted(Path(out_dir).glob(SHARD_GLOB))]
+    if not frames:
+        return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _DTYPES.items()})
+    return pd.concat(frames, ignore_index=True).astype(_DTYPES)
+
+
+def _placeholder(text: str) -> Image.Image:
+    image = Image.new("RGB", (256, 64), "white")
+    ImageDraw.Draw(image).text((10, 26), text, fill="black")
+    return image
+
+
+def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int) -> None:
+    """A PNG grid to eyeball what the generator made: one row per class, its first images, labelled."""
+    rows: dict[int, tuple[str, list[bytes]]] = {}
+    for path in sorted(Path(out_dir).glob(SHARD_GLOB)):
+        frame = read_table(path, columns=["label", "class_name", "image"])[0]
+        for label, name, data in frame.itertuples(index=False):
+            if label not in rows and len(rows) < max_classes:
+                rows[label] = (name, [])
+            if label in rows and len(rows[label][1]) < images_per_class:
+                rows[label][1].append(data)
+
+    if not rows:
+        sheet = _placeholder("no synthetic images")
+    else:
+        first = Image.open(io.BytesIO(next(iter(rows.values()))[1][0]))
+        scale = max(1, math.ceil(_MIN_CELL / max(first.size)))
+        cell_w, cell_h = first.width * scale, first.height * scale
+        columns = max(len(images) for _, images in rows.values())
+        sheet = Image.new("RGB", (_LABEL_WIDTH + columns * cell_w, len(rows) * cell_h), "white")
+        draw = ImageDraw.Draw(sheet)
+        for row, (name, images) in enumerate(rows.values()):
+            top = row * cell_h
+            draw.text((4, top + cell_h // 2 - 6), name[:18], fill="black")
+            for column, data in enumerate(images):
+                image = Image.open(io.BytesIO(data)).convert("RGB")
+                image = image.resize((cell_w, cell_h), Image.Resampling.NEAREST)
+                sheet.paste(image, (_LABEL_WIDTH + column * cell_w, top))
+    with atomic_path(png_path) as tmp:
+        sheet.save(tmp, format="PNG")

@@ -1,0 +1,209 @@
+"""The one params schema: `params.yaml` is validated here, once, with errors that name the fix.
+
+Every stage loads the whole file through `load_params`, so a typo anywhere fails fast with the key,
+the bad value and the allowed values, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import PipelineError
+
+METHODS = ("zeroshot", "upl", "fpl", "ifpl", "grip", "air")
+PARADIGMS = ("ul", "ssl", "trzsl")
+TORCHVISION_DATASETS = (
+    "flowers102", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_pets",
+    "caltech101", "sun397", "stanford_cars", "cifar10", "cifar100", "mnist",
+)
+DATASETS = ("shapes", "folder") + TORCHVISION_DATASETS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetParams(_Strict):
+    """Where images come from. `shapes` is a tiny procedural world for tests and the default run."""
+
+    name: str = "shapes"
+    root: Optional[str] = None
+    download: bool = False
+    class_names_file: Optional[str] = None
+    test_fraction: float = Field(0.5, gt=0, lt=1)
+    split_seed: int = 0
+    # `shapes` only: images per class and split, image size.
+    images_per_class: int = Field(24, ge=2)
+    test_images_per_class: int = Field(24, ge=1)
+    image_size: int = Field(32, ge=16)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of: {', '.join(DATASETS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> "DatasetParams":
+        if self.name != "shapes" and not self.root:
+            raise ValueError(
+                f"dataset.name={self.name!r} needs dataset.root (the folder that holds the images"
+                + (", or where torchvision may download them with dataset.download: true)"
+                   if self.name in TORCHVISION_DATASETS else ")")
+            )
+        return self
+
+
+class ParadigmParams(_Strict):
+    """SSL: `n_label` labeled images per class; TRZSL: `seen_fraction` of classes fully labeled."""
+
+    n_label: int = Field(2, ge=1)
+    seen_fraction: float = Field(0.62, gt=0, lt=1)
+    split_seed: int = 500
+
+
+class GenerateParams(_Strict):
+    """Text-to-image generation of synthetic class images through diffusers."""
+
+    model: str = "stabilityai/sd-turbo"
+    seed: int = 0
+    images_per_class: int = Field(16, ge=0)
+    templates: list[str] = ["a photo of a {}"]
+    size: int = Field(512, ge=8)
+    steps: int = Field(1, ge=1)
+    guidance: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    shard_size: int = Field(512, ge=1)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    device: str = "auto"
+    cache_dir: str = ".cache/generate"
+    contact_sheet_classes: int = Field(24, ge=1)
+    contact_sheet_images: int = Field(8, ge=1)
+
+    @field_validator("templates")
+    @classmethod
+    def _has_slot(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one template, e.g. ['a photo of a {}']")
+        for template in value:
+            if "{}" not in template:
+                raise ValueError(f"template {template!r} has no '{{}}' slot for the class name")
+        return value
+
+
+class ClipParams(_Strict):
+    """open_clip model: `arch` is an open_clip config name, `pretrained` a tag, a local file or `random`."""
+
+    arch: str = "ViT-B-32"
+    pretrained: str = "openai"
+    templates: list[str] = ["a photo of a {}."]
+    batch_size: int = Field(128, ge=1)
+    num_workers: int = Field(2, ge=0)
+    device: str = "auto"
+
+    @field_validator("templates")
+    @classmethod
+    def _has_slot(cls, value: list[str]) -> list[str]:
+        return GenerateParams._has_slot(value)
+
+
+class AuxiliaryParams(_Strict):
+    """AiR's image-image classifier: class prototypes from synthetic features."""
+
+    prototype: Literal["mean", "knn"] = "mean"
+    knn: int = Field(8, ge=1)
+    temperature: float = Field(100.0, gt=0)
+
+
+class PseudolabelParams(_Strict):
+    """Selection rules. `selection` applies to AiR; the baselines fix their own rule."""
+
+    k: int = Field(16, ge=1)
+    rounds: int = Field(10, ge=1)
+    selection: Literal["upl", "balanced", "grip"] = "grip"
+    fusion_lambda: float = Field(1.0, ge=0)
+
+
+class TrainParams(_Strict):
+    """CoOp prompt learning on cached image features."""
+
+    n_ctx: int = Field(16, ge=1)
+    ctx_init: str = "a photo of a"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.002, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    epochs: int = Field(50, ge=1)
+    warmup_epochs: int = Field(1, ge=0)
+    batch_size: int = Field(32, ge=1)
+    labeled_weight: float = Field(1.0, ge=0)
+    synthetic_weight: float = Field(1.0, ge=0)
+    device: str = "auto"
+
+
+class EvaluateParams(_Strict):
+    confusion_max_classes: int = Field(100, ge=1)
+
+
+class Params(_Strict):
+    seed: int = 0
+    method: str = "air"
+    paradigm: str = "ul"
+    dataset: DatasetParams = DatasetParams()
+    paradigm_options: ParadigmParams = ParadigmParams()
+    generate: GenerateParams = GenerateParams()
+    clip: ClipParams = ClipParams()
+    auxiliary: AuxiliaryParams = AuxiliaryParams()
+    pseudolabel: PseudolabelParams = PseudolabelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; choose one of: {', '.join(METHODS)}")
+        return value
+
+    @field_validator("paradigm")
+    @classmethod
+    def _paradigm(cls, value: str) -> str:
+        if value not in PARADIGMS:
+            raise ValueError(f"unknown paradigm {value!r}; choose one of: {', '.join(PARADIGMS)}")
+        return value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source} is not valid:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        bad = item.get("input")
+        shown = "" if isinstance(bad, dict) or item["type"] == "extra_forbidden" else f" (got {bad!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as error:
+        raise PipelineError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run from the project root or pass --params PATH")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    return parse_params(data, str(path))

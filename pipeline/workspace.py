@@ -1,0 +1,75 @@
+"""Read the artifacts that earlier stages wrote into the in-memory views later stages need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file
+
+from pipeline import paths
+from pipeline.artifacts import read_json, read_table
+from pipeline.data import pseudo_label_classes
+from pipeline.features import zero_shot_weights
+from pipeline.training import Pool, PseudoLabels
+
+
+@dataclass
+class Workspace:
+    class_names: list[str]
+    manifest: pd.DataFrame          # without image bytes, in `images.parquet` row order for real images
+    real: np.ndarray                # features of manifest rows
+    synthetic_labels: np.ndarray
+    synthetic: np.ndarray
+    zero_shot_weights: np.ndarray
+
+    def split(self, name: str) -> np.ndarray:
+        return (self.manifest["split"] == name).to_numpy()
+
+
+def load_workspace() -> Workspace:
+    class_names = read_json(paths.CLASSES)
+    manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "label", "labeled", "seen"])
+    frame, embeddings = read_table(paths.IMAGE_FEATURES)
+    real = (frame["source"] == "real").to_numpy()
+    position = pd.Series(np.flatnonzero(real), index=frame.loc[real, "id"].to_numpy())
+    missing = ~manifest["id"].isin(position.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} manifest images have no features; re-run the features stage")
+    text, text_embeddings = read_table(paths.TEXT_FEATURES)
+    return Workspace(
+        class_names=class_names,
+        manifest=manifest,
+        real=embeddings[position[manifest["id"]].to_numpy()],
+        synthetic_labels=frame.loc[~real, "label"].to_numpy(dtype=np.int64),
+        synthetic=embeddings[~real],
+        zero_shot_weights=zero_shot_weights(text, text_embeddings, len(class_names)),
+    )
+
+
+def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) -> Pool:
+    train = workspace.split("train")
+    manifest = workspace.manifest[train]
+    prototypes = load_file(str(paths.PROTOTYPES))["prototypes"] if with_prototypes else None
+    return Pool(
+        features=workspace.real[train],
+        true_labels=manifest["label"].to_numpy(dtype=np.int64),
+        labeled=manifest["labeled"].to_numpy(dtype=bool),
+        allowed_classes=pseudo_label_classes(workspace.manifest, len(workspace.class_names), paradigm),
+        synthetic_features=workspace.synthetic,
+        synthetic_labels=workspace.synthetic_labels,
+        prototypes=prototypes,
+    )
+
+
+def pseudo_labels_frame(pool_ids: np.ndarray, pseudo: PseudoLabels) -> pd.DataFrame:
+    return pd.DataFrame({"id": pool_ids[pseudo.rows], "pseudo_label": pseudo.labels.astype(np.int64),
+                         "confidence": pseudo.confidence.astype(np.float32)})
+
+
+def read_pseudo_labels(pool_ids: np.ndarray) -> PseudoLabels:
+    frame, _ = read_table(paths.PSEUDOLABELS)
+    row_of = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
+    return PseudoLabels(row_of[frame["id"]].to_numpy(), frame["pseudo_label"].to_numpy(dtype=np.int64),
+                        frame["confidence"].to_numpy(dtype=np.float32))

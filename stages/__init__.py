@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage: parse params, call `pipeline`, write artifacts."""

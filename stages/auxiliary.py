@@ -1,0 +1,34 @@
+"""auxiliary: AiR's class prototypes from synthetic image features, saved as safetensors."""
+
+from pathlib import Path
+
+import typer
+from safetensors.numpy import save_file
+
+from pipeline import paths
+from pipeline.artifacts import atomic_path
+from pipeline.auxiliary import class_prototypes
+from pipeline.params import load_params
+from pipeline.workspace import load_workspace
+from stages._cli import stage
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    with stage("auxiliary") as log:
+        params = load_params(params_file)
+        workspace = load_workspace()
+        prototypes = class_prototypes(workspace.synthetic, workspace.synthetic_labels, len(workspace.class_names),
+                                      params.auxiliary.prototype, params.auxiliary.knn)
+        empty = int((abs(prototypes).sum(axis=1) == 0).sum())
+        if empty:
+            log.warning("%d class(es) have no synthetic images: their auxiliary vote is uniform", empty)
+        with atomic_path(paths.PROTOTYPES) as tmp:
+            save_file({"prototypes": prototypes}, str(tmp),
+                      metadata={"prototype": params.auxiliary.prototype, "knn": str(params.auxiliary.knn)})
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,27 @@
+"""generate: synthetic class images from a diffusers text-to-image model, resumable, in Parquet shards."""
+
+from pathlib import Path
+
+import typer
+
+from pipeline import paths
+from pipeline.artifacts import read_json
+from pipeline.generation import contact_sheet, generate_synthetic
+from pipeline.params import load_params
+from stages._cli import stage
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    with stage("generate"):
+        params = load_params(params_file)
+        class_names = read_json(paths.CLASSES)
+        generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC)
+        contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.generate.contact_sheet_classes,
+                      params.generate.contact_sheet_images)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,26 @@
+"""prepare: resolve the dataset and the paradigm into a manifest and the class list."""
+
+from pathlib import Path
+
+import typer
+
+from pipeline import paths
+from pipeline.artifacts import write_json, write_table
+from pipeline.data import prepare
+from pipeline.params import load_params
+from stages._cli import stage
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    with stage("prepare"):
+        params = load_params(params_file)
+        manifest, class_names = prepare(params.dataset, params.paradigm, params.paradigm_options, params.seed)
+        write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name, "paradigm": params.paradigm})
+        write_json(paths.CLASSES, class_names)
+
+
+if __name__ == "__main__":
+    app()

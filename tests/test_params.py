@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.params import load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.method == "air" and params.paradigm == "ul" and params.dataset.name == "shapes"
+
+
+def test_unknown_method_names_key_value_and_choices():
+    with pytest.raises(PipelineError) as error:
+        parse_params({"method": "airr"})
+    message = str(error.value)
+    assert "method" in message and "'airr'" in message and "zeroshot, upl, fpl, ifpl, grip, air" in message
+
+
+def test_unknown_dataset_and_missing_root():
+    with pytest.raises(PipelineError, match=r"dataset.name.*unknown dataset 'imagenette'.*shapes, folder"):
+        parse_params({"dataset": {"name": "imagenette"}})
+    with pytest.raises(PipelineError, match=r"dataset.name='folder' needs dataset.root"):
+        parse_params({"dataset": {"name": "folder"}})
+
+
+def test_misspelled_key_and_bad_choice():
+    with pytest.raises(PipelineError, match=r"train.epoch: unknown key"):
+        parse_params({"train": {"epoch": 3}})
+    with pytest.raises(PipelineError, match=r"pseudolabel.selection: .*'upl', 'balanced' or 'grip'"):
+        parse_params({"pseudolabel": {"selection": "cpl"}})
+    with pytest.raises(PipelineError, match=r"has no '\{\}' slot"):
+        parse_params({"clip": {"templates": ["a photo"]}})
+
+
+def test_every_dvc_param_key_exists_in_params_yaml():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, stage in stages.items():
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"stage {name} declares param {key}, missing from params.yaml"
+                node = node[part]

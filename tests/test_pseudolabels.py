@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from pipeline.auxiliary import auxiliary_posterior, class_prototypes
+from pipeline.pseudolabels import fuse, grip_k, n_rounds, rule_for, select, select_balanced, select_upl
+
+# 6 images x 3 classes, hand-built so each rule's answer can be worked out on paper.
+PROBS = np.array([
+    [0.90, 0.05, 0.05],  # 0 -> class 0, most confident
+    [0.80, 0.15, 0.05],  # 1 -> class 0
+    [0.70, 0.20, 0.10],  # 2 -> class 0, third: over k=2
+    [0.10, 0.60, 0.30],  # 3 -> class 1
+    [0.05, 0.15, 0.80],  # 4 -> class 2
+    [0.50, 0.10, 0.40],  # 5 -> class 0, least confident of class 0
+])
+
+
+def as_dict(selection):
+    return dict(zip(selection.rows.tolist(), selection.labels.tolist()))
+
+
+def test_upl_keeps_top_k_per_predicted_class_without_fallback():
+    chosen = select_upl(PROBS, k=2)
+    assert as_dict(chosen) == {0: 0, 1: 0, 3: 1, 4: 2}
+    np.testing.assert_allclose(chosen.confidence, [0.9, 0.8, 0.6, 0.8])
+
+
+def test_balanced_top_k_falls_back_and_gives_one_label_per_image():
+    chosen = select_balanced(PROBS, k=2)
+    # Pairs by p: (0,0) (1,0) (4,2) [then (2,0) class 0 full] (3,1) [(5,0) full] (5,2) (2,1).
+    assert as_dict(chosen) == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
+    assert len(set(chosen.rows.tolist())) == len(chosen.rows)
+    assert np.bincount(chosen.labels, minlength=3).max() <= 2
+    np.testing.assert_allclose(chosen.confidence, PROBS[chosen.rows, chosen.labels])
+
+
+def test_balanced_never_exceeds_k_on_random_matrices():
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 7):
+        probs = rng.dirichlet(np.ones(5), size=40)
+        chosen = select_balanced(probs, k)
+        assert len(chosen.rows) == min(40, 5 * k)
+        assert np.bincount(chosen.labels, minlength=5).max() <= k
+        assert len(np.unique(chosen.rows)) == len(chosen.rows)
+
+
+def test_grip_schedule_grows_to_all_of_the_pool():
+    # |U| = 1000, C = 10, 10 rounds: K_t = floor(t * 100 / 10) = 10 t, capped at 100.
+    assert [grip_k(t, 1000, 10, 10) for t in range(1, 11)] == [10 * t for t in range(1, 11)]
+    assert grip_k(12, 1000, 10, 10) == 100
+    assert grip_k(1, 95, 10, 10) == 0 and grip_k(10, 95, 10, 10) == 9
+    chosen = select(PROBS, "grip", k=99, round_index=1, rounds=3)  # K_1 = floor(6/3/3) = 0
+    assert len(chosen.rows) == 0
+    chosen = select(PROBS, "grip", k=99, round_index=3, rounds=3)  # K_3 = floor(6/3) = 2
+    assert as_dict(chosen) == as_dict(select_balanced(PROBS, 2))
+
+
+def test_method_rules_and_rounds():
+    assert rule_for("upl", "grip") == "upl" and rule_for("fpl", "upl") == "balanced"
+    assert rule_for("grip", "upl") == "grip" and rule_for("air", "upl") == "upl"
+    assert n_rounds("ifpl", "upl", 10) == 10 and n_rounds("fpl", "grip", 10) == 1
+    assert n_rounds("air", "grip", 10) == 10 and n_rounds("air", "balanced", 10) == 1
+    with pytest.raises(ValueError):
+        select(PROBS, "nope", 2)
+
+
+def test_air_fusion_is_a_renormalised_weighted_sum():
+    p_aux = np.array([[0.0, 1.0, 0.0]] * len(PROBS))
+    fused = fuse(PROBS, p_aux, weight=3.0)
+    np.testing.assert_allclose(fused.sum(axis=1), 1.0)
+    np.testing.assert_allclose(fused[0], [(0.9) / 4, (0.05 + 3) / 4, 0.05 / 4])
+    np.testing.assert_allclose(fuse(PROBS, p_aux, 0.0), PROBS)
+    # A confident auxiliary vote flips image 5 from class 0 to class 1.
+    assert fused.argmax(axis=1).tolist() == [1] * 6
+
+
+def test_prototypes_mean_and_knn():
+    features = np.array([[1, 0], [1, 0], [0.8, 0.6], [-1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    mean = class_prototypes(features, labels, n_classes=3, mode="mean")
+    expected = features[:4].mean(axis=0) / np.linalg.norm(features[:4].mean(axis=0))
+    np.testing.assert_allclose(mean[0], expected, atol=1e-6)
+    np.testing.assert_allclose(mean[1], [0, 1])
+    np.testing.assert_allclose(mean[2], [0, 0])  # no synthetic images: zero prototype
+    knn = class_prototypes(features, labels, n_classes=3, mode="knn", knn=2)
+    np.testing.assert_allclose(knn[0], [1, 0], atol=1e-6)  # the outlier [-1, 0] and [0.8, 0.6] drop out
+    posterior = auxiliary_posterior(np.array([[0.0, 1.0]]), mean, temperature=10.0)
+    np.testing.assert_allclose(posterior.sum(), 1.0)
+    assert posterior.argmax() == 1
+    # A class without prototype scores cos = 0: neither favoured nor excluded.
+    np.testing.assert_allclose(posterior[0, 2], np.exp(0) / np.exp(10 * (mean @ [0, 1])).sum(), rtol=1e-6)
