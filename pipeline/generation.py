@@ -86,15 +86,18 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> Diff
            f"the hub id is cached, or use generate.model: {TINY_RANDOM} for a smoke run")
     if model == TINY_RANDOM:
         pipe = build_tiny_diffusion(seed=0)
+        if dtype != torch.float32:  # it is built in float32; casting to the same dtype only logs a warning
+            pipe = pipe.to(dtype=dtype)
     elif _looks_local(model) and not Path(model).expanduser().exists():
         raise PipelineError(f"generate.model={model!r} does not exist; {fix}")
     else:
         source = str(Path(model).expanduser()) if _looks_local(model) else model
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(source, torch_dtype=dtype)
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
         except Exception as error:  # unreachable hub, unknown id, incomplete folder: all need the same fix
-            raise PipelineError(f"could not load generate.model={model!r}: {error}. To fix: {fix}") from None
-    pipe = pipe.to(device=device, dtype=dtype)
+            reason = str(error).rstrip(".")
+            raise PipelineError(f"could not load generate.model={model!r}: {reason}. To fix: {fix}") from None
+    pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
