@@ -91,7 +91,7 @@ def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params:
                on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Train the learner's context; returns the mean loss of every epoch."""
     rng = np.random.default_rng(seed)
-    to = lambda array, dtype=torch.float32: torch.as_tensor(array, dtype=dtype, device=device)  # noqa: E731
+    to = lambda array, dtype=torch.float32: torch.tensor(array, dtype=dtype, device=device)  # noqa: E731
     labeled_rows = np.flatnonzero(pool.labeled)
     sources = [(to(pool.features[pseudo.rows]), to(pseudo.labels, torch.long), 1.0)]
     if len(labeled_rows) and params.labeled_weight > 0:
@@ -130,7 +130,7 @@ def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
+            total += loss.item()
         history.append(total / steps_per_epoch)
         if on_epoch is not None:
             on_epoch(epoch, history[-1])

@@ -13,7 +13,10 @@ from pipeline.errors import PipelineError
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[logging.Logger]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Our loggers speak at INFO; libraries (open_clip logs every load step to the root logger) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for ours in ("pipeline", "stage"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     log = logging.getLogger(f"stage.{name}")
     started = time.perf_counter()
     try:
