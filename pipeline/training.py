@@ -89,7 +89,12 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: 
 def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params: TrainParams, seed: int,
                synthetic_weight: float, device: torch.device,
                on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train the learner's context; returns the mean loss of every epoch."""
+    """Train the learner's context; returns the mean loss of every epoch.
+
+    An epoch is one pass over the pseudo-labels; the labeled and synthetic terms draw batches of the
+    same size at random. Without pseudo-labels (GRIP's first round on a small pool) the first
+    non-empty source sets the epoch; with no source at all nothing is trained.
+    """
     rng = np.random.default_rng(seed)
     to = lambda array, dtype=torch.float32: torch.tensor(array, dtype=dtype, device=device)  # noqa: E731
     labeled_rows = np.flatnonzero(pool.labeled)
