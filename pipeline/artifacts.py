@@ -89,6 +89,25 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.D
     return table.to_pandas(), embeddings
 
 
+def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """safetensors, atomically, byte-for-byte reproducible: safetensors orders several metadata keys
+    at random, so the metadata travels as one sorted-JSON value under the key `pipeline`."""
+    from safetensors.numpy import save_file
+
+    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={"pipeline": json.dumps(metadata, sort_keys=True)})
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        metadata = json.loads((handle.metadata() or {}).get("pipeline", "{}"))
+    return tensors, metadata
+
+
 def table_metadata(path: str | Path) -> dict[str, str]:
     raw = pq.read_schema(path).metadata or {}
     return {key.decode(): value.decode() for key, value in raw.items() if not key.startswith(b"pandas")}

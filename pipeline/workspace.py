@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file
 
 from pipeline import paths
-from pipeline.artifacts import read_json, read_table
+from pipeline.artifacts import load_tensors, read_json, read_table
 from pipeline.data import pseudo_label_classes
 from pipeline.features import zero_shot_weights
 from pipeline.training import Pool, PseudoLabels
@@ -51,7 +50,7 @@ def load_workspace() -> Workspace:
 def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) -> Pool:
     train = workspace.split("train")
     manifest = workspace.manifest[train]
-    prototypes = load_file(str(paths.PROTOTYPES))["prototypes"] if with_prototypes else None
+    prototypes = load_tensors(paths.PROTOTYPES)[0]["prototypes"] if with_prototypes else None
     return Pool(
         features=workspace.real[train],
         true_labels=manifest["label"].to_numpy(dtype=np.int64),

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import typer
-from safetensors.numpy import save_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import save_tensors
 from pipeline.auxiliary import class_prototypes
 from pipeline.params import load_params
 from pipeline.workspace import load_workspace
@@ -25,9 +24,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         empty = int((abs(prototypes).sum(axis=1) == 0).sum())
         if empty:
             log.warning("%d class(es) have no synthetic images: their auxiliary vote is uniform", empty)
-        with atomic_path(paths.PROTOTYPES) as tmp:
-            save_file({"prototypes": prototypes}, str(tmp),
-                      metadata={"prototype": params.auxiliary.prototype, "knn": str(params.auxiliary.knn)})
+        save_tensors(paths.PROTOTYPES, {"prototypes": prototypes},
+                     {"prototype": params.auxiliary.prototype, "knn": str(params.auxiliary.knn)})
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import typer
-from safetensors.numpy import load_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_path, read_json, write_json
+from pipeline.artifacts import atomic_path, load_tensors, read_json, write_json
 from pipeline.evaluation import confusion_rows, per_class_accuracy, predict, split_metrics
 from pipeline.params import load_params
 from pipeline.workspace import load_workspace
@@ -27,7 +26,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         workspace = load_workspace()
         test = workspace.split("test")
         true = workspace.manifest.loc[test, "label"].to_numpy()
-        predicted = predict(workspace.real[test], load_file(str(paths.PROMPT))["class_weights"])
+        predicted = predict(workspace.real[test], load_tensors(paths.PROMPT)[0]["class_weights"])
         metrics = split_metrics(true, predicted, params.paradigm, workspace.manifest.loc[test, "seen"].to_numpy())
         trained = read_json(paths.ROUNDS)
         metrics.update({"pseudo_label_accuracy": trained["pseudo_label_accuracy"],

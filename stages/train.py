@@ -2,13 +2,11 @@
 
 from pathlib import Path
 
-import torch
 import typer
 from dvclive import Live
-from safetensors.torch import save_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_path, write_json
+from pipeline.artifacts import save_tensors, write_json
 from pipeline.devices import resolve_device
 from pipeline.models import load_clip
 from pipeline.params import load_params
@@ -46,12 +44,11 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
                 live.log_metric("loss", float("nan"))
                 live.next_step()
 
-        tensors = {"class_weights": torch.as_tensor(result.class_weights)}
+        tensors = {"class_weights": result.class_weights}
         if result.context is not None:
-            tensors.update(result.context)
-        with atomic_path(paths.PROMPT) as tmp:
-            save_file(tensors, str(tmp), metadata={"method": params.method, "arch": params.clip.arch,
-                                                   "pretrained": params.clip.pretrained})
+            tensors.update({name: value.numpy() for name, value in result.context.items()})
+        save_tensors(paths.PROMPT, tensors, {"method": params.method, "arch": params.clip.arch,
+                                             "pretrained": params.clip.pretrained})
         write_json(paths.ROUNDS, {
             "method": params.method,
             "n_pseudo_labels": int(len(result.pseudo.rows)),
