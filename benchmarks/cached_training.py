@@ -5,7 +5,7 @@ every epoch; the pipeline encodes it once in `features` and trains on the cached
 here use the same model, data, learner, batch size and optimiser; only where image features come
 from differs. Prints seconds per epoch for each and their ratio.
 
-    python benchmarks/cached_training.py                      # tiny-clip, 32 px shapes
+    python benchmarks/cached_training.py                      # tiny-clip, 32 px demo world
     python benchmarks/cached_training.py --arch ViT-B-32      # ViT-B/32 shape and cost (random weights)
 """
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pipeline.data import load_dataset, open_image
 from pipeline.features import encode_images
 from pipeline.models import load_clip
-from pipeline.params import DatasetParams
+from pipeline.params import DatasetParams, WorldParams
 from pipeline.prompts import LOGIT_SCALE, PromptLearner
 
 
@@ -47,7 +47,8 @@ def main() -> None:
     device = torch.device("cpu")
 
     clip = load_clip(args.arch, "random", device)
-    dataset = load_dataset(DatasetParams(name="shapes", images_per_class=args.images_per_class, test_images_per_class=1))
+    dataset = load_dataset(DatasetParams(name="demo", demo=WorldParams(images_per_class=args.images_per_class,
+                                                                      test_images_per_class=1)))
     train = dataset.frame[dataset.frame["split"] == "train"].reset_index(drop=True)
     labels = torch.tensor(train["label"].to_numpy())
     images = [open_image(None, data) for data in train["image"]]

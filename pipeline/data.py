@@ -1,9 +1,9 @@
 """Datasets and paradigms: resolve a source into a manifest of train/test images and a class list.
 
 Sources: `folder` (root/<class>/* or root/{train,test}/<class>/*), torchvision datasets (paths read
-from the dataset object, or PNG bytes when it keeps images in memory) and `shapes`, a tiny
-procedural world rendered in memory for tests and the default run. The paradigm (UL, SSL, TRZSL)
-then decides which training labels the methods may use.
+from the dataset object, or PNG bytes when it keeps images in memory) and `demo`, the procedural
+world of `pipeline.demo.world`, rendered in memory for tests and the default run. The paradigm
+(UL, SSL, TRZSL) then decides which training labels the methods may use.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.params import DatasetParams, ParadigmParams
+from pipeline.demo import world as demo_world
+from pipeline.params import DatasetParams, ParadigmParams, WorldParams
 
 log = logging.getLogger(__name__)
 
@@ -53,48 +54,18 @@ def open_image(path: str | None, data: bytes | None) -> Image.Image:
         return image.convert("RGB")
 
 
-# --- shapes: a procedural world --------------------------------------------------------------------
+# --- demo: the procedural world --------------------------------------------------------------------
 
-SHAPE_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 220), "yellow": (230, 210, 40)}
-SHAPE_KINDS = ("circle", "square", "triangle")
-
-
-def shapes_class_names() -> list[str]:
-    return [f"{colour} {kind}" for kind in SHAPE_KINDS for colour in SHAPE_COLOURS]
-
-
-def render_shape(class_index: int, rng: np.random.Generator, size: int) -> Image.Image:
-    """One image of class `class_index`: a coloured shape at a random place on a noisy background."""
-    kind = SHAPE_KINDS[class_index // len(SHAPE_COLOURS)]
-    colour = list(SHAPE_COLOURS.values())[class_index % len(SHAPE_COLOURS)]
-    grey = int(rng.integers(60, 200))
-    background = np.clip(grey + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(background)
-    draw = ImageDraw.Draw(image)
-    radius = rng.uniform(0.18, 0.32) * size
-    cx, cy = rng.uniform(radius, size - radius, 2)
-    jitter = rng.integers(-25, 26, 3)
-    fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(colour, jitter))
-    if kind == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-    elif kind == "square":
-        draw.rectangle([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-    else:
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
-    return image
-
-
-def shapes_dataset(params: DatasetParams) -> Dataset:
-    names = shapes_class_names()
-    rng = np.random.default_rng(params.split_seed)
+def demo_dataset(world: WorldParams) -> Dataset:
+    """Render both splits in memory as PNG bytes: no image files are written."""
     rows = []
-    for split, count in (("train", params.images_per_class), ("test", params.test_images_per_class)):
-        for label in range(len(names)):
+    for split, count in (("train", world.images_per_class), ("test", world.test_images_per_class)):
+        for label in range(len(demo_world.class_names())):
             for index in range(count):
-                image = render_shape(label, rng, params.image_size)
+                image = demo_world.render(label, demo_world.image_rng(world.seed, label, index, split), world)
                 rows.append({"id": f"{split}-{label:03d}-{index:05d}", "path": None,
                              "image": png_bytes(image), "split": split, "label": label})
-    return Dataset(pd.DataFrame(rows), names)
+    return Dataset(pd.DataFrame(rows), demo_world.class_names())
 
 
 # --- folder ----------------------------------------------------------------------------------------
@@ -266,8 +237,8 @@ def torchvision_dataset(params: DatasetParams) -> Dataset:
 
 
 def load_dataset(params: DatasetParams) -> Dataset:
-    if params.name == "shapes":
-        return shapes_dataset(params)
+    if params.name == "demo":
+        return demo_dataset(params.demo)
     if params.name == "folder":
         return folder_dataset(params)
     return torchvision_dataset(params)

@@ -20,26 +20,57 @@ TORCHVISION_DATASETS = (
     "flowers102", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_pets",
     "caltech101", "sun397", "stanford_cars", "cifar10", "cifar100", "mnist",
 )
-DATASETS = ("shapes", "folder") + TORCHVISION_DATASETS
+DATASETS = ("demo", "folder") + TORCHVISION_DATASETS
+BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "noise")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetParams(_Strict):
-    """Where images come from. `shapes` is a tiny procedural world for tests and the default run."""
+def _range(value: list[float], key: str) -> list[float]:
+    if len(value) != 2 or value[0] > value[1]:
+        raise ValueError(f"{key} must be [low, high] with low <= high")
+    return value
 
-    name: str = "shapes"
+
+class WorldParams(_Strict):
+    """The demo world's knobs (`dataset.name: demo`): the defaults are its shifted target domain."""
+
+    seed: int = 0
+    images_per_class: int = Field(24, ge=2)
+    test_images_per_class: int = Field(24, ge=1)
+    image_size: int = Field(32, ge=16)
+    backgrounds: list[Literal["plain", "gradient", "stripes", "checker", "noise"]] = ["stripes", "checker", "noise"]
+    distractors: list[int] = [0, 2]
+    contrast: list[float] = [0.55, 0.9]
+    noise: float = Field(8.0, ge=0)
+    blur: list[float] = [0.2, 0.7]
+    radius: list[float] = [5.0, 12.0]
+
+    @field_validator("distractors", "contrast", "blur", "radius")
+    @classmethod
+    def _ranges(cls, value, info):
+        return _range(value, info.field_name)
+
+    @field_validator("backgrounds")
+    @classmethod
+    def _some(cls, value):
+        if not value:
+            raise ValueError(f"give at least one background kind: {', '.join(BACKGROUNDS)}")
+        return value
+
+
+class DatasetParams(_Strict):
+    """Where images come from. `demo` is the procedural world rendered in memory (tests, default run)."""
+
+    name: str = "demo"
     root: Optional[str] = None
     download: bool = False
     class_names_file: Optional[str] = None
     test_fraction: float = Field(0.5, gt=0, lt=1)
     split_seed: int = 0
-    # `shapes` only: images per class and split, image size.
-    images_per_class: int = Field(24, ge=2)
-    test_images_per_class: int = Field(24, ge=1)
-    image_size: int = Field(32, ge=16)
+    demo: WorldParams = WorldParams()
 
     @field_validator("name")
     @classmethod
@@ -50,7 +81,7 @@ class DatasetParams(_Strict):
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DatasetParams":
-        if self.name != "shapes" and not self.root:
+        if self.name != "demo" and not self.root:
             raise ValueError(
                 f"dataset.name={self.name!r} needs dataset.root (the folder that holds the images"
                 + (", or where torchvision may download them with dataset.download: true)"

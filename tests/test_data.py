@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import load_dataset, open_image, prepare, seen_classes, shapes_class_names
+from pipeline.data import load_dataset, open_image, prepare, seen_classes
+from pipeline.demo.world import class_names
 from pipeline.errors import PipelineError
-from pipeline.params import DatasetParams, ParadigmParams
+from pipeline.params import DatasetParams, ParadigmParams, WorldParams
 
-SHAPES = DatasetParams(name="shapes", images_per_class=6, test_images_per_class=3)
+DEMO = DatasetParams(name="demo", demo=WorldParams(images_per_class=6, test_images_per_class=3))
 
 
 def test_trzsl_split_matches_the_reference_rule():
@@ -20,32 +21,39 @@ def test_trzsl_split_matches_the_reference_rule():
 
 def test_paradigms_mark_labels():
     options = ParadigmParams(n_label=2)
-    ul, names = prepare(SHAPES, "ul", options, seed=0)
-    assert len(names) == 12 and names == shapes_class_names()
+    ul, names = prepare(DEMO, "ul", options, seed=0)
+    assert len(names) == 24 and names == class_names()
     assert not ul["labeled"].any() and ul["seen"].all()
-    assert (ul["split"] == "train").sum() == 72 and (ul["split"] == "test").sum() == 36
+    assert (ul["split"] == "train").sum() == 144 and (ul["split"] == "test").sum() == 72
 
-    ssl, _ = prepare(SHAPES, "ssl", options, seed=0)
+    ssl, _ = prepare(DEMO, "ssl", options, seed=0)
     labeled = ssl[ssl["labeled"]]
     assert (labeled["split"] == "train").all()
-    assert labeled.groupby("label").size().tolist() == [2] * 12
-    again, _ = prepare(SHAPES, "ssl", options, seed=0)
-    other, _ = prepare(SHAPES, "ssl", options, seed=1)
+    assert labeled.groupby("label").size().tolist() == [2] * 24
+    again, _ = prepare(DEMO, "ssl", options, seed=0)
+    other, _ = prepare(DEMO, "ssl", options, seed=1)
     assert again["labeled"].equals(ssl["labeled"]) and not other["labeled"].equals(ssl["labeled"])
 
-    trzsl, _ = prepare(SHAPES, "trzsl", options, seed=0)
-    seen = set(seen_classes(12, options).tolist())
+    trzsl, _ = prepare(DEMO, "trzsl", options, seed=0)
+    seen = set(seen_classes(24, options).tolist())
     assert trzsl["seen"].tolist() == [label in seen for label in trzsl["label"]]
     train = trzsl["split"] == "train"
     assert (trzsl.loc[train, "labeled"] == trzsl.loc[train, "seen"]).all()
     assert not trzsl.loc[~train, "labeled"].any()
 
 
-def test_shapes_are_rendered_in_memory_and_deterministic(tmp_path):
-    a = load_dataset(SHAPES).frame
-    b = load_dataset(SHAPES).frame
+def test_demo_is_rendered_in_memory_and_deterministic(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = load_dataset(DEMO).frame
+    b = load_dataset(DEMO).frame
     assert a["path"].isna().all() and a["image"].equals(b["image"])
     assert open_image(None, a["image"][0]).size == (32, 32)
+    assert list(tmp_path.iterdir()) == []  # no loose image files
+    other = load_dataset(DatasetParams(name="demo", demo=WorldParams(seed=1, images_per_class=6,
+                                                                   test_images_per_class=3))).frame
+    assert not other["image"].equals(a["image"])
+    train, test = a[a["split"] == "train"], a[a["split"] == "test"]
+    assert not set(train["image"]) & set(test["image"])
 
 
 def _folder(root, classes, per_class=3):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_shipped_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.method == "air" and params.paradigm == "ul" and params.dataset.name == "shapes"
+    assert params.method == "air" and params.paradigm == "ul" and params.dataset.name == "demo"
 
 
 def test_unknown_method_names_key_value_and_choices():
@@ -22,7 +22,7 @@ def test_unknown_method_names_key_value_and_choices():
 
 
 def test_unknown_dataset_and_missing_root():
-    with pytest.raises(PipelineError, match=r"dataset.name.*unknown dataset 'imagenette'.*shapes, folder"):
+    with pytest.raises(PipelineError, match=r"dataset.name.*unknown dataset 'imagenette'.*demo, folder"):
         parse_params({"dataset": {"name": "imagenette"}})
     with pytest.raises(PipelineError, match=r"dataset.name='folder' needs dataset.root"):
         parse_params({"dataset": {"name": "folder"}})
@@ -33,6 +33,10 @@ def test_misspelled_key_and_bad_choice():
         parse_params({"train": {"epoch": 3}})
     with pytest.raises(PipelineError, match=r"pseudolabel.selection: .*'upl', 'balanced' or 'grip'"):
         parse_params({"pseudolabel": {"selection": "cpl"}})
+    with pytest.raises(PipelineError, match=r"dataset.demo.contrast: .*\[low, high\]"):
+        parse_params({"dataset": {"demo": {"contrast": [0.9, 0.5]}}})
+    with pytest.raises(PipelineError, match=r"dataset.demo.backgrounds.0: .*'plain', 'gradient'"):
+        parse_params({"dataset": {"demo": {"backgrounds": ["zebra"]}}})
     with pytest.raises(PipelineError, match=r"has no '\{\}' slot"):
         parse_params({"clip": {"templates": ["a photo"]}})
 

@@ -48,7 +48,7 @@ def repo(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     for item in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / item, repo / item)
-    set_params(repo, dataset__images_per_class=8, dataset__test_images_per_class=4, generate__images_per_class=4,
+    set_params(repo, dataset__demo__images_per_class=8, dataset__demo__test_images_per_class=4, generate__images_per_class=4,
                pseudolabel__rounds=2, train__epochs=2, clip__num_workers=0)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "test@example.invalid"], repo)
@@ -72,7 +72,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     meta = images.schema.metadata
     assert meta[b"arch"] == b"tiny-clip" and meta[b"pretrained"] == b"random"
     sources = images.column("source").to_pylist()
-    assert sources.count("synthetic") == 12 * 4 and sources.count("real") == len(manifest)
+    assert sources.count("synthetic") == 24 * 4 and sources.count("real") == len(manifest)
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
     assert list(pseudo.columns) == ["id", "pseudo_label", "confidence"]
     assert set(pseudo["id"]) <= set(manifest.loc[manifest["split"] == "train", "id"])

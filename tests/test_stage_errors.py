@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["dataset"].update(images_per_class=3, test_images_per_class=2)
+    params["dataset"]["demo"].update(images_per_class=3, test_images_per_class=2)
     params["generate"]["images_per_class"] = 1
     params["clip"]["num_workers"] = 0
 
