@@ -15,10 +15,10 @@ import open_clip
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.tiny import register_tiny_clip
 
 log = logging.getLogger(__name__)
 
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 RANDOM_WEIGHTS = "random"
 RANDOM_WEIGHTS_SEED = 0
 
@@ -32,13 +32,19 @@ class Clip:
     pretrained: str
 
 
+def register_model_configs() -> None:
+    """Make the project's open_clip configs (tiny-clip, demo-clip) model names; idempotent."""
+    if not {p.stem for p in MODEL_CONFIGS.glob("*.json")} <= set(open_clip.list_models()):
+        open_clip.add_model_config(MODEL_CONFIGS)
+
+
 def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors"}
 
 
 def load_clip(arch: str, pretrained: str, device: torch.device) -> Clip:
     """Create an open_clip model in eval mode with frozen weights."""
-    register_tiny_clip()
+    register_model_configs()
     if arch not in open_clip.list_models():
         raise PipelineError(
             f"clip.arch={arch!r} is not an open_clip model config; choose one of open_clip.list_models(), "

@@ -11,26 +11,18 @@ import json
 import tempfile
 from pathlib import Path
 
-import open_clip
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from open_clip.tokenizer import SimpleTokenizer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 TINY_CLIP = "tiny-clip"
-MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 
 _TEXT_HIDDEN = 32
 _CONTEXT_LENGTH = 77
 _VOCAB_SIZE = 49408
 # open_clip names CLIP's two special tokens differently from transformers; the ids are the same.
 _SPECIAL_TOKENS = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-
-
-def register_tiny_clip() -> None:
-    """Make `tiny-clip` an open_clip model name; idempotent, because every loader calls it."""
-    if TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(MODEL_CONFIGS)
 
 
 def _clip_tokenizer() -> CLIPTokenizer:

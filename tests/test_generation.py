@@ -18,7 +18,8 @@ from pipeline.generation import (
     COLUMNS, contact_sheet, generate_synthetic, image_seed, load_generator, read_synthetic,
 )
 from pipeline.params import GenerateParams
-from pipeline.tiny import TINY_CLIP, build_tiny_diffusion, register_tiny_clip, save_tiny_diffusion
+from pipeline.models import register_model_configs
+from pipeline.tiny import TINY_CLIP, build_tiny_diffusion, save_tiny_diffusion
 
 CLASSES = ["cat", "dog", "red car"]
 CPU = torch.device("cpu")
@@ -180,8 +181,8 @@ def test_contact_sheet_grid(tmp_path, recorder):
 
 
 def test_tiny_clip_encodes():
-    register_tiny_clip()
-    register_tiny_clip()
+    register_model_configs()
+    register_model_configs()
     model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP, pretrained=None)
     image = preprocess(Image.new("RGB", (50, 40), "red")).unsqueeze(0)
     assert model.encode_image(image).shape == (1, 32)

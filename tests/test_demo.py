@@ -1,0 +1,61 @@
+"""The demo world: deterministic rendering, and shipped weights that keep their quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.demo import world
+from pipeline.demo.pretrain_clip import caption, render_corpus, zero_shot_accuracy
+from pipeline.models import load_clip
+from pipeline.params import WorldParams
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
+CLIP_FILE = DEMO / "demo-clip.safetensors"
+
+
+def test_renderer_is_a_pure_function_of_seed_class_index():
+    target = WorldParams()
+    a = np.asarray(world.render_image(target, 0, 5, 3))
+    assert np.array_equal(a, np.asarray(world.render_image(target, 0, 5, 3)))
+    assert not np.array_equal(a, np.asarray(world.render_image(target, 1, 5, 3)))
+    assert not np.array_equal(a, np.asarray(world.render_image(target, 0, 5, 4)))
+    assert a.shape == (32, 32, 3)
+
+
+def test_knobs_shift_the_domain():
+    """Target images are noisier and less colourful at the shape than source images."""
+    def stats(domain):
+        images, _, _ = render_corpus(240, seed=3, domain=domain)
+        pixels = images.float()
+        saturation = (pixels.max(1).values - pixels.min(1).values).mean()
+        roughness = (pixels[..., 1:] - pixels[..., :-1]).abs().mean()
+        return float(saturation), float(roughness)
+    source, target = stats(world.SOURCE), stats(WorldParams())
+    assert target[1] > 1.5 * source[1]
+    plain = WorldParams(backgrounds=["plain"], distractors=[0, 0], contrast=[1, 1], noise=0, blur=[0, 0])
+    assert stats(plain)[1] < source[1]
+
+
+def test_captions_name_the_class():
+    rng = np.random.default_rng(0)
+    for label in (0, 13, 23):
+        image, scene = world.render_scene(label, world.image_rng(0, label, 0), world.SOURCE)
+        colour, shape = world.class_parts(label)
+        for _ in range(20):
+            text = caption(label, scene, 32, rng)
+            assert colour in text and shape in text
+
+
+def test_shipped_clip_is_strong_on_source_and_imperfect_on_target():
+    clip = load_clip("demo-clip", str(CLIP_FILE), torch.device("cpu"))
+    source, _, source_labels = render_corpus(480, seed=11, domain=world.SOURCE)
+    target, _, target_labels = render_corpus(480, seed=11, domain=WorldParams())
+    source_acc = zero_shot_accuracy(clip.model, clip.tokenizer, source, source_labels)
+    target_acc = zero_shot_accuracy(clip.model, clip.tokenizer, target, target_labels)
+    assert source_acc >= 0.9
+    assert 0.3 <= target_acc <= 0.6
