@@ -26,6 +26,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path, read_table, write_table
+from pipeline.demo.generator import MARKER as DEMO_MARKER
+from pipeline.demo.generator import DemoPipeline
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import PipelineError
 from pipeline.params import GenerateParams
@@ -81,7 +83,8 @@ def _looks_local(model: str) -> bool:
 
 
 def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
-    """Load a text-to-image pipeline: `tiny-random`, a local diffusers folder, or a hub id."""
+    """Load a text-to-image pipeline: `tiny-random`, the demo world's generator folder, a local
+    diffusers folder, or a hub id."""
     fix = ("set generate.model to a local diffusers directory (one with model_index.json), go online once so "
            f"the hub id is cached, or use generate.model: {TINY_RANDOM} for a smoke run")
     if model == TINY_RANDOM:
@@ -90,6 +93,8 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> Diff
             pipe = pipe.to(dtype=dtype)
     elif _looks_local(model) and not Path(model).expanduser().exists():
         raise PipelineError(f"generate.model={model!r} does not exist; {fix}")
+    elif (Path(model).expanduser() / DEMO_MARKER).exists():
+        return DemoPipeline.from_dir(Path(model).expanduser(), device)
     else:
         source = str(Path(model).expanduser()) if _looks_local(model) else model
         try:
