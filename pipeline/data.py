@@ -21,6 +21,7 @@ from PIL import Image
 from pipeline.errors import PipelineError
 from pipeline.demo import world as demo_world
 from pipeline.params import DatasetParams, ParadigmParams, WorldParams
+from pipeline.plots import class_grid
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,16 @@ def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParam
     log.info("%s: %d classes, %s images, %d labeled for training (%s)", dataset_params.name,
              len(dataset.class_names), counts, int(manifest["labeled"].sum()), paradigm.upper())
     return manifest, dataset.class_names
+
+
+def class_sheet(manifest: pd.DataFrame, class_names: list[str], png_path, max_classes: int, per_class: int) -> None:
+    """A PNG grid of the first training images of each class, to see the domain being adapted to."""
+    train = manifest[manifest["split"] == "train"]
+    rows = []
+    for label, name in list(enumerate(class_names))[:max_classes]:
+        members = train[train["label"] == label].head(per_class)
+        rows.append((name, [open_image(path, data) for path, data in zip(members["path"], members["image"])]))
+    class_grid(rows, png_path, "no training images")
 
 
 def unlabeled_mask(manifest: pd.DataFrame) -> np.ndarray:

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path, read_table, write_table
@@ -31,6 +30,7 @@ from pipeline.demo.generator import DemoPipeline
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import PipelineError
 from pipeline.params import GenerateParams
+from pipeline.plots import class_grid
 from pipeline.tiny import build_tiny_diffusion
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ SHARD_GLOB = "shard-*.parquet"
 COLUMNS = ["id", "label", "class_name", "prompt", "seed", "image", "width", "height"]
 _DTYPES = {"id": "object", "label": "int64", "class_name": "object", "prompt": "object",
            "seed": "int64", "image": "object", "width": "int64", "height": "int64"}
-_MIN_CELL = 64
-_LABEL_WIDTH = 120
 
 
 @dataclass(frozen=True)
@@ -195,38 +193,14 @@ def read_synthetic(out_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).astype(_DTYPES)
 
 
-def _placeholder(text: str) -> Image.Image:
-    image = Image.new("RGB", (256, 64), "white")
-    ImageDraw.Draw(image).text((10, 26), text, fill="black")
-    return image
-
-
 def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int) -> None:
     """A PNG grid to eyeball what the generator made: one row per class, its first images, labelled."""
-    rows: dict[int, tuple[str, list[bytes]]] = {}
+    rows: dict[int, tuple[str, list[Image.Image]]] = {}
     for path in sorted(Path(out_dir).glob(SHARD_GLOB)):
         frame = read_table(path, columns=["label", "class_name", "image"])[0]
         for label, name, data in frame.itertuples(index=False):
             if label not in rows and len(rows) < max_classes:
                 rows[label] = (name, [])
             if label in rows and len(rows[label][1]) < images_per_class:
-                rows[label][1].append(data)
-
-    if not rows:
-        sheet = _placeholder("no synthetic images")
-    else:
-        first = Image.open(io.BytesIO(next(iter(rows.values()))[1][0]))
-        scale = max(1, math.ceil(_MIN_CELL / max(first.size)))
-        cell_w, cell_h = first.width * scale, first.height * scale
-        columns = max(len(images) for _, images in rows.values())
-        sheet = Image.new("RGB", (_LABEL_WIDTH + columns * cell_w, len(rows) * cell_h), "white")
-        draw = ImageDraw.Draw(sheet)
-        for row, (name, images) in enumerate(rows.values()):
-            top = row * cell_h
-            draw.text((4, top + cell_h // 2 - 6), name[:18], fill="black")
-            for column, data in enumerate(images):
-                image = Image.open(io.BytesIO(data)).convert("RGB")
-                image = image.resize((cell_w, cell_h), Image.Resampling.NEAREST)
-                sheet.paste(image, (_LABEL_WIDTH + column * cell_w, top))
-    with atomic_path(png_path) as tmp:
-        sheet.save(tmp, format="PNG")
+                rows[label][1].append(Image.open(io.BytesIO(data)))
+    class_grid(list(rows.values()), png_path, "no synthetic images")

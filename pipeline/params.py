@@ -113,8 +113,6 @@ class GenerateParams(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     device: str = "auto"
     cache_dir: str = ".cache/generate"
-    contact_sheet_classes: int = Field(24, ge=1)
-    contact_sheet_images: int = Field(8, ge=1)
 
     @field_validator("templates")
     @classmethod
@@ -178,7 +176,11 @@ class TrainParams(_Strict):
 
 
 class EvaluateParams(_Strict):
+    """Reporting: the confusion plot's size, and the image grids' rows (classes) and columns."""
+
     confusion_max_classes: int = Field(100, ge=1)
+    sheet_classes: int = Field(24, ge=1)
+    sheet_images: int = Field(8, ge=1)
 
 
 class Params(_Strict):

@@ -18,5 +18,6 @@ TRAIN_LIVE = Path("dvclive/train")
 METRICS = Path("metrics.json")
 PLOTS = Path("plots")
 SYNTHETIC_SHEET = PLOTS / "synthetic.png"
+TRAIN_SHEET = PLOTS / "train_images.png"
 CONFUSION = PLOTS / "confusion.csv"
 PER_CLASS = PLOTS / "per_class.csv"

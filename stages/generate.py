@@ -19,8 +19,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         params = load_params(params_file)
         class_names = read_json(paths.CLASSES)
         generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC)
-        contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.generate.contact_sheet_classes,
-                      params.generate.contact_sheet_images)
+        contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.evaluate.sheet_classes,
+                      params.evaluate.sheet_images)
 
 
 if __name__ == "__main__":

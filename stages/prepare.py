@@ -6,7 +6,7 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import write_json, write_table
-from pipeline.data import prepare
+from pipeline.data import class_sheet, prepare
 from pipeline.params import load_params
 from stages._cli import stage
 
@@ -20,6 +20,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         manifest, class_names = prepare(params.dataset, params.paradigm, params.paradigm_options, params.seed)
         write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name, "paradigm": params.paradigm})
         write_json(paths.CLASSES, class_names)
+        class_sheet(manifest, class_names, paths.TRAIN_SHEET, params.evaluate.sheet_classes, params.evaluate.sheet_images)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pipeline.generation import (
 )
 from pipeline.params import GenerateParams
 from pipeline.models import register_model_configs
+from pipeline.plots import LABEL_WIDTH
 from pipeline.tiny import TINY_CLIP, build_tiny_diffusion, save_tiny_diffusion
 
 CLASSES = ["cat", "dog", "red car"]
@@ -177,7 +178,7 @@ def test_contact_sheet_grid(tmp_path, recorder):
     cell = 64  # 32 px images, upscaled x2
     with Image.open(sheet) as image:
         assert image.format == "PNG"
-        assert image.size == (generation._LABEL_WIDTH + 3 * cell, 2 * cell)
+        assert image.size == (LABEL_WIDTH + 3 * cell, 2 * cell)
 
 
 def test_tiny_clip_encodes():
