@@ -48,8 +48,10 @@ def repo(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     for item in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / item, repo / item)
-    set_params(repo, dataset__demo__images_per_class=8, dataset__demo__test_images_per_class=4, generate__images_per_class=4,
-               pseudolabel__rounds=2, train__epochs=2, clip__num_workers=0)
+    shutil.copytree(ROOT / "data" / "demo", repo / "data" / "demo")
+    set_params(repo, dataset__demo__images_per_class=8, dataset__demo__test_images_per_class=4,
+               generate__images_per_class=4, generate__steps=2, pseudolabel__rounds=2, train__epochs=2,
+               clip__num_workers=0)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "test@example.invalid"], repo)
     run(["git", "config", "user.name", "test"], repo)
@@ -70,13 +72,14 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert {"id", "split", "label", "labeled", "seen"} <= set(manifest.columns)
     images = pq.read_table(repo / "data/features/images.parquet")
     meta = images.schema.metadata
-    assert meta[b"arch"] == b"tiny-clip" and meta[b"pretrained"] == b"random"
+    assert meta[b"arch"] == b"demo-clip" and meta[b"pretrained"] == b"data/demo/demo-clip.safetensors"
     sources = images.column("source").to_pylist()
     assert sources.count("synthetic") == 24 * 4 and sources.count("real") == len(manifest)
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
     assert list(pseudo.columns) == ["id", "pseudo_label", "confidence"]
     assert set(pseudo["id"]) <= set(manifest.loc[manifest["split"] == "train", "id"])
-    assert (repo / "plots/synthetic.png").exists() and (repo / "plots/confusion.csv").exists()
+    for plot in ("train_images.png", "synthetic.png", "confusion.csv", "per_class.csv"):
+        assert (repo / "plots" / plot).exists(), plot
 
     again = run(["dvc", "repro"], repo)
     assert ran(again) == []

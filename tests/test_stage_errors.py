@@ -21,7 +21,8 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["dataset"]["demo"].update(images_per_class=3, test_images_per_class=2)
-    params["generate"]["images_per_class"] = 1
+    params["generate"].update(images_per_class=1, steps=2, model=str(ROOT / params["generate"]["model"]))
+    params["clip"]["pretrained"] = str(ROOT / params["clip"]["pretrained"])
     params["clip"]["num_workers"] = 0
 
     def write(**changes):
