@@ -86,6 +86,11 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over `n_examples` (the last batch may be short)."""
+    return math.ceil(n_examples / batch_size)
+
+
 def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params: TrainParams, seed: int,
                synthetic_weight: float, device: torch.device,
                on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
@@ -108,21 +113,21 @@ def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params:
     if not sources:
         return []
     main_size = len(sources[0][1])
-    steps_per_epoch = math.ceil(main_size / params.batch_size)
+    epoch_steps = steps_per_epoch(main_size, params.batch_size)
 
     if params.optimizer == "sgd":
         optimizer = torch.optim.SGD(learner.parameters(), lr=params.lr, momentum=params.momentum,
                                     weight_decay=params.weight_decay)
     else:
         optimizer = torch.optim.Adam(learner.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    scheduler = _schedule(optimizer, params.warmup_epochs * steps_per_epoch, params.epochs * steps_per_epoch)
+    scheduler = _schedule(optimizer, params.warmup_epochs * epoch_steps, params.epochs * epoch_steps)
 
     history = []
     learner.train()
     for epoch in range(params.epochs):
         order = rng.permutation(main_size)
         total = 0.0
-        for step in range(steps_per_epoch):
+        for step in range(epoch_steps):
             weights = learner()
             batch = order[step * params.batch_size:(step + 1) * params.batch_size]
             loss = 0.0
@@ -136,7 +141,7 @@ def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params:
             optimizer.step()
             scheduler.step()
             total += loss.item()
-        history.append(total / steps_per_epoch)
+        history.append(total / epoch_steps)
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     learner.eval()

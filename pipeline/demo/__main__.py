@@ -56,16 +56,15 @@ def recipe(params_file: Path = typer.Option(Path("params.yaml"), "--params"),
            seeds: int = 1) -> None:
     """Score prompt-training recipes on a labelled source split of the demo world (never the target),
     starting from the context in params.yaml, and print the one to put under `train` there."""
-    import torch
-
     from pipeline.artifacts import atomic_path
     from pipeline.demo.recipe import search
+    from pipeline.devices import resolve_device
     from pipeline.models import load_clip
     from pipeline.params import load_params
 
     with stage("recipe") as log:
         base = load_params(params_file).train
-        device = torch.device("cpu")
+        device = resolve_device(base.device, "train.device")
         table, chosen = search(load_clip("demo-clip", str(clip_file), device), base, device,
                                seeds=tuple(range(seeds)), noise=noise)
         with atomic_path(out) as tmp:

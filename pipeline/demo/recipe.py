@@ -26,7 +26,7 @@ from pipeline.features import encode_images
 from pipeline.models import Clip
 from pipeline.params import TrainParams
 from pipeline.prompts import PromptLearner
-from pipeline.training import Pool, PseudoLabels, fit_prompt
+from pipeline.training import Pool, PseudoLabels, fit_prompt, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def search(clip: Clip, base: TrainParams, device: torch.device, seeds: tuple[int
         scores = [score_recipe(clip, split, recipe, seed, device) for seed in seeds]
         row = {"optimizer": recipe.optimizer, "lr": recipe.lr, "epochs": recipe.epochs,
                "batch_size": recipe.batch_size,
-               "steps": recipe.epochs * int(np.ceil(len(split.train_labels) / recipe.batch_size)),
+               "steps": recipe.epochs * steps_per_epoch(len(split.train_labels), recipe.batch_size),
                "val_accuracy": float(np.mean([s["val_accuracy"] for s in scores])),
                "final_loss": float(np.mean([s["final_loss"] for s in scores]))}
         rows.append(row)
