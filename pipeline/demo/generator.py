@@ -38,10 +38,10 @@ FOLD = 2  # space-to-depth factor
 
 UNET_CONFIG = {
     "sample_size": 16, "in_channels": 3 * FOLD * FOLD, "out_channels": 3 * FOLD * FOLD,
-    "block_out_channels": [32, 64, 64], "layers_per_block": 1,
+    "block_out_channels": [32, 64, 56], "layers_per_block": 1,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "cross_attention_dim": 128, "attention_head_dim": 4, "norm_num_groups": 16,
+    "cross_attention_dim": 128, "attention_head_dim": 4, "norm_num_groups": 8,
     "class_embed_type": "projection", "projection_class_embeddings_input_dim": 64,
 }
 SCHEDULER_CONFIG = {
