@@ -105,10 +105,27 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> Diff
     return pipe
 
 
+def model_fingerprint(model: str) -> str:
+    """What identifies the generator's weights: for a local folder the SHA-256 of its files' names and
+    bytes (a retrained model under the same path must not reuse old images), else the name itself
+    (a hub id or `tiny-random`, built from a fixed seed in code)."""
+    folder = Path(model).expanduser()
+    if not (_looks_local(model) and folder.is_dir()):
+        return model
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return f"{model}@sha256:{digest.hexdigest()}"
+
+
 def _cache_key(params: GenerateParams, class_names: list[str], seed: int, dtype: torch.dtype) -> str:
-    """Hash of everything that determines the shards' contents (the dtype as actually used)."""
+    """Hash of everything that determines the shards' contents (the weights' bytes, the dtype as
+    actually used)."""
     identity = {
-        "model": params.model, "templates": params.templates, "size": params.size, "steps": params.steps,
+        "model": model_fingerprint(params.model), "templates": params.templates, "size": params.size, "steps": params.steps,
         "guidance": params.guidance, "dtype": str(dtype).removeprefix("torch."), "seed": seed,
         "class_names": class_names, "images_per_class": params.images_per_class,
         "shard_size": params.shard_size, "batch_size": params.batch_size,

@@ -164,6 +164,26 @@ def test_from_pretrained_folder(tmp_path, tiny_pipe):
     np.testing.assert_allclose(loaded, built, atol=1e-5)
 
 
+def test_retrained_weights_in_the_same_folder_are_not_served_from_cache(tmp_path):
+    """The cache key covers the weights' bytes, not just generate.model's path."""
+    folder = save_tiny_diffusion(tmp_path / "sd", seed=0)
+    params = _params(tmp_path / "cache", model=str(folder), images_per_class=2, shard_size=6)
+
+    def run(name):
+        summary = generate_synthetic(params, CLASSES, seed=0, out_dir=tmp_path / name, progress=False)
+        return summary["from_cache"].tolist(), _pixels(read_synthetic(tmp_path / name))
+
+    assert run("first")[0] == [False]
+    cached, before = run("again")
+    assert cached == [True]
+    sizes = {p.name: p.stat().st_size for p in folder.rglob("*.safetensors")}
+    save_tiny_diffusion(folder, seed=1)  # "retrained": same files and sizes, new weights
+    assert {p.name: p.stat().st_size for p in folder.rglob("*.safetensors")} == sizes
+    cached, after = run("retrained")
+    assert cached == [False]
+    assert np.abs(before - after).max() > 0
+
+
 def test_missing_model_folder_names_the_key(tmp_path):
     with pytest.raises(PipelineError, match="generate.model"):
         load_generator(str(tmp_path / "missing"), CPU, torch.float32)
