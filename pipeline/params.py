@@ -7,14 +7,13 @@ the bad value and the allowed values, before any work starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
 
-METHODS = ("zeroshot", "upl", "fpl", "ifpl", "grip", "air")
 PARADIGMS = ("ul", "ssl", "trzsl")
 TORCHVISION_DATASETS = (
     "flowers102", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_pets",
@@ -149,13 +148,56 @@ class AuxiliaryParams(_Strict):
     temperature: float = Field(100.0, gt=0)
 
 
+class CplParams(_Strict):
+    """CPL's candidate-set thresholds: `auto` takes the authors' value for the dataset and paradigm
+    (`pipeline/methods/cpl.py`); `beta` may also be `auto*m`, i.e. 1 - m / C."""
+
+    alpha: Union[Literal["auto"], float] = "auto"
+    beta: Union[str, float] = "auto"
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value):
+        if value != "auto" and not 0 < value < 1:
+            raise ValueError("alpha is a quantile: a number in (0, 1), or auto")
+        return value
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, value):
+        if isinstance(value, str):
+            if value == "auto":
+                return value
+            try:
+                if value.startswith("auto*") and float(value.removeprefix("auto*")) > 0:
+                    return value
+                value = float(value)
+            except ValueError:
+                pass
+            if isinstance(value, str):
+                raise ValueError("beta is a quantile in [0, 1), auto, or auto*m (1 - m / classes, m > 0)")
+        if not 0 <= value < 1:
+            raise ValueError("beta is a quantile: a number in [0, 1), auto, or auto*m")
+        return value
+
+
 class PseudolabelParams(_Strict):
-    """Selection rules. `selection` applies to AiR; the baselines fix their own rule."""
+    """Selection knobs. `selection` is the method whose rule AiR runs on its fused posterior."""
 
     k: int = Field(16, ge=1)
     rounds: int = Field(10, ge=1)
-    selection: Literal["upl", "balanced", "grip"] = "grip"
+    selection: str = "grip"
     fusion_lambda: float = Field(1.0, ge=0)
+    cpl: CplParams = CplParams()
+
+    @field_validator("selection")
+    @classmethod
+    def _selection(cls, value: str) -> str:
+        from pipeline.methods import selection_rules
+
+        if value not in selection_rules():
+            raise ValueError(f"unknown selection {value!r}; choose one of: {', '.join(selection_rules())}")
+        return value
 
 
 class TrainParams(_Strict):
@@ -172,6 +214,7 @@ class TrainParams(_Strict):
     batch_size: int = Field(32, ge=1)
     labeled_weight: float = Field(1.0, ge=0)
     synthetic_weight: float = Field(1.0, ge=0)
+    ensemble: int = Field(1, ge=1)
     device: str = "auto"
 
 
@@ -199,8 +242,10 @@ class Params(_Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; choose one of: {', '.join(METHODS)}")
+        from pipeline.methods import method_names  # the registry: one name per file in pipeline/methods
+
+        if value not in method_names():
+            raise ValueError(f"unknown method {value!r}; choose one of: {', '.join(method_names())}")
         return value
 
     @field_validator("paradigm")

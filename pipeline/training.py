@@ -1,79 +1,29 @@
-"""Prompt training on cached image features, and the methods' pseudo-labelling rounds around it.
+"""Prompt training on cached image features, the method's pseudo-labelling rounds around it, and
+the prompt ensemble.
 
 The image tower is frozen and training uses no augmentation (as in GRIP), so a step needs only the
 cached image features of its batch and one pass of the text tower over the C class prompts. The
-loss is `CE(pseudo-labels) + w · CE(labeled images) + β · CE(synthetic images)`; the last term is
-AiR's and the second exists in SSL and TRZSL.
+loss is the sum of the method's terms (`pipeline.methods`), each `scale · candidate_loss`: the
+pseudo-labels (or candidate sets), the paradigm's labeled images, AiR's synthetic images.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pipeline.auxiliary import auxiliary_posterior
-from pipeline.params import Params, TrainParams
+from pipeline.candidates import Candidates, candidate_loss
+from pipeline.methods import LossTerm, Method
+from pipeline.params import TrainParams
+from pipeline.pool import Pool
 from pipeline.prompts import LOGIT_SCALE, PromptLearner
-from pipeline.pseudolabels import Selection, fuse, n_rounds, rule_for, select, text_posterior
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Pool:
-    """Training-split features with what each method may know about them."""
-
-    features: np.ndarray          # [N, d] L2-normalised real training images
-    true_labels: np.ndarray       # [N] for analysis only (pseudo-label accuracy), never for training
-    labeled: np.ndarray           # [N] bool: the paradigm lets training use the true label
-    allowed_classes: np.ndarray   # classes pseudo-labels may take
-    synthetic_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    synthetic_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    prototypes: Optional[np.ndarray] = None
-
-    @property
-    def unlabeled(self) -> np.ndarray:
-        return np.flatnonzero(~self.labeled)
-
-
-@dataclass
-class PseudoLabels:
-    """Selected pseudo-labels as indices into `Pool.features` and global class ids."""
-
-    rows: np.ndarray
-    labels: np.ndarray
-    confidence: np.ndarray
-
-    def accuracy(self, true_labels: np.ndarray) -> float:
-        return float((true_labels[self.rows] == self.labels).mean()) if len(self.rows) else float("nan")
-
-
-def method_posterior(pool: Pool, class_weights: np.ndarray, params: Params) -> np.ndarray:
-    """Posterior over the allowed classes for the unlabeled pool: text, or AiR's fused one."""
-    features = pool.features[pool.unlabeled]
-    allowed = pool.allowed_classes
-    probs = text_posterior(features, class_weights[allowed])
-    if params.method == "air":
-        if pool.prototypes is None:
-            raise ValueError("method air needs auxiliary prototypes")
-        aux = auxiliary_posterior(features, pool.prototypes[allowed], params.auxiliary.temperature)
-        probs = fuse(probs, aux, params.pseudolabel.fusion_lambda)
-    return probs
-
-
-def pseudo_label(pool: Pool, class_weights: np.ndarray, params: Params, round_index: int = 1) -> PseudoLabels:
-    """One round of the method's selection rule, mapped back to pool rows and global class ids."""
-    rule = rule_for(params.method, params.pseudolabel.selection)
-    rounds = n_rounds(params.method, params.pseudolabel.selection, params.pseudolabel.rounds)
-    probs = method_posterior(pool, class_weights, params)
-    chosen: Selection = select(probs, rule, params.pseudolabel.k, round_index, rounds)
-    return PseudoLabels(pool.unlabeled[chosen.rows], pool.allowed_classes[chosen.labels], chosen.confidence)
 
 
 def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -91,25 +41,18 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return math.ceil(n_examples / batch_size)
 
 
-def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params: TrainParams, seed: int,
-               synthetic_weight: float, device: torch.device,
-               on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train the learner's context; returns the mean loss of every epoch.
+def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParams, seed: int,
+               device: torch.device, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train the learner's context on the loss terms; returns the mean loss of every epoch.
 
-    An epoch is one pass over the pseudo-labels; the labeled and synthetic terms draw batches of the
-    same size at random. Without pseudo-labels (GRIP's first round on a small pool) the first
-    non-empty source sets the epoch; with no source at all nothing is trained.
+    An epoch is one pass over the first non-empty term (the pseudo-labels, or with none yet, as in
+    GRIP's first round on a small pool, the next source); the other terms draw batches of the same
+    size at random. With no non-empty term nothing is trained.
     """
     rng = np.random.default_rng(seed)
-    to = lambda array, dtype=torch.float32: torch.tensor(array, dtype=dtype, device=device)  # noqa: E731
-    labeled_rows = np.flatnonzero(pool.labeled)
-    sources = [(to(pool.features[pseudo.rows]), to(pseudo.labels, torch.long), 1.0)]
-    if len(labeled_rows) and params.labeled_weight > 0:
-        sources.append((to(pool.features[labeled_rows]), to(pool.true_labels[labeled_rows], torch.long),
-                        params.labeled_weight))
-    if len(pool.synthetic_labels) and synthetic_weight > 0:
-        sources.append((to(pool.synthetic_features), to(pool.synthetic_labels, torch.long), synthetic_weight))
-    sources = [s for s in sources if len(s[1])]
+    to = lambda array: torch.tensor(array, dtype=torch.float32, device=device)  # noqa: E731
+    sources = [(to(term.features), to(term.weights), term.scale) for term in terms
+               if len(term.weights) and term.scale > 0]
     if not sources:
         return []
     main_size = len(sources[0][1])
@@ -128,14 +71,14 @@ def fit_prompt(learner: PromptLearner, pool: Pool, pseudo: PseudoLabels, params:
         order = rng.permutation(main_size)
         total = 0.0
         for step in range(epoch_steps):
-            weights = learner()
+            class_weights = learner()
             batch = order[step * params.batch_size:(step + 1) * params.batch_size]
             loss = 0.0
-            for index, (features, labels, weight) in enumerate(sources):
-                rows = batch if index == 0 else rng.integers(0, len(labels), len(batch))
+            for index, (features, targets, scale) in enumerate(sources):
+                rows = batch if index == 0 else rng.integers(0, len(targets), len(batch))
                 rows = torch.as_tensor(rows, device=device)
-                logits = LOGIT_SCALE * features[rows] @ weights.T
-                loss = loss + weight * F.cross_entropy(logits, labels[rows])
+                logits = LOGIT_SCALE * features[rows] @ class_weights.T
+                loss = loss + scale * candidate_loss(logits, targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -154,6 +97,8 @@ class RoundResult:
     k: int
     n_pseudo_labels: int
     pseudo_label_accuracy: float
+    candidate_coverage: float
+    mean_candidate_set_size: float
     final_loss: float
 
 
@@ -161,35 +106,71 @@ class RoundResult:
 class MethodResult:
     class_weights: np.ndarray                  # final text classifier [C, d]
     context: dict[str, torch.Tensor] | None    # learned context vectors (None for zero-shot)
-    pseudo: PseudoLabels                       # pseudo-labels the final prompt was trained on
+    pseudo: Candidates                         # pseudo-labels the final prompt was trained on
     rounds: list[RoundResult]
 
 
-def run_method(make_learner: Callable[[], PromptLearner], pool: Pool, zero_shot_weights: np.ndarray,
-               first_round: PseudoLabels, params: Params, device: torch.device,
+def run_method(method: Method, make_learner: Callable[[], PromptLearner], pool: Pool,
+               zero_shot_weights: np.ndarray, first_round: Candidates, seed: int, device: torch.device,
                on_epoch: Callable[[int, int, float], None] | None = None) -> MethodResult:
-    """Train per the method: once on `first_round`, or for IFPL / GRIP / AiR-with-GRIP re-label and
-    train a freshly initialised prompt every round."""
-    if params.method == "zeroshot":
+    """Train per the method: each of its rounds re-labels with the prompt just trained (the first
+    round's labels come from the pseudolabel stage) and trains a freshly initialised prompt."""
+    if not method.trains:
         return MethodResult(zero_shot_weights, None, first_round, [])
-    rounds = n_rounds(params.method, params.pseudolabel.selection, params.pseudolabel.rounds)
-    synthetic_weight = params.train.synthetic_weight if params.method == "air" else 0.0
+    rounds = method.rounds()
     pseudo, results, learner, weights = first_round, [], None, zero_shot_weights
     for round_index in range(1, rounds + 1):
         if round_index > 1:
-            pseudo = pseudo_label(pool, weights, params, round_index)
+            pseudo = method.pseudo_label(pool, weights, round_index, previous=pseudo)
         learner = make_learner()
-        history = fit_prompt(learner, pool, pseudo, params.train, params.seed + round_index, synthetic_weight,
+        history = fit_prompt(learner, method.loss_terms(pool, pseudo), method.params.train, seed + round_index,
                              device, None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)))
         with torch.no_grad():
             weights = learner().cpu().numpy()
-        results.append(RoundResult(round_index, _round_k(pseudo, pool), len(pseudo.rows),
-                                   pseudo.accuracy(pool.true_labels), history[-1] if history else float("nan")))
-        log.info("round %d/%d: %d pseudo-labels (%.1f%% right), final loss %.4f", round_index, rounds,
-                 results[-1].n_pseudo_labels, 100 * results[-1].pseudo_label_accuracy, results[-1].final_loss)
+        results.append(RoundResult(round_index, _round_k(pseudo), len(pseudo), pseudo.accuracy(pool.true_labels),
+                                   pseudo.coverage(pool.true_labels), pseudo.mean_set_size(),
+                                   history[-1] if history else float("nan")))
+        log.info("round %d/%d: %d pseudo-labels (%.1f%% right, true class in the set %.1f%%, %.2f per set), "
+                 "final loss %.4f", round_index, rounds, results[-1].n_pseudo_labels,
+                 100 * results[-1].pseudo_label_accuracy, 100 * results[-1].candidate_coverage,
+                 results[-1].mean_candidate_set_size, results[-1].final_loss)
     return MethodResult(weights, learner.context_state(), pseudo, results)
 
 
-def _round_k(pseudo: PseudoLabels, pool: Pool) -> int:
+def member_seed(seed: int, member: int) -> int:
+    """Seed of ensemble member m: member 0 keeps `seed`, so an ensemble of one is the plain run, and
+    the members of different seeds do not overlap (stride 100,003)."""
+    return seed + member * 100_003
+
+
+@dataclass
+class EnsembleResult:
+    members: list[MethodResult]
+
+    @property
+    def class_weights(self) -> np.ndarray:
+        """Mean of the members' class weights: `100 · f W̄ᵀ` is exactly the mean of their logits."""
+        return np.mean([m.class_weights for m in self.members], axis=0).astype(np.float32)
+
+
+def run_ensemble(method: Method, make_learner: Callable[[int], PromptLearner], pool: Pool,
+                 zero_shot_weights: np.ndarray, first_round: Candidates, device: torch.device,
+                 on_epoch: Callable[[int, int, int, float], None] | None = None) -> EnsembleResult:
+    """UPL's prompt ensemble, for any method: `train.ensemble` independent runs of the method from
+    different seeds (`make_learner(seed)`); the test logits are averaged. A method without training
+    has one member."""
+    size = method.params.train.ensemble if method.trains else 1
+    members = []
+    for member in range(size):
+        seed = member_seed(method.params.seed, member)
+        if size > 1:
+            log.info("ensemble member %d/%d (seed %d)", member + 1, size, seed)
+        members.append(run_method(method, lambda: make_learner(seed), pool, zero_shot_weights, first_round, seed,
+                                  device, None if on_epoch is None else
+                                  (lambda r, e, l, m=member: on_epoch(m, r, e, l))))
+    return EnsembleResult(members)
+
+
+def _round_k(pseudo: Candidates) -> int:
     """The largest number of pseudo-labels any class received this round."""
-    return int(np.bincount(pseudo.labels, minlength=1).max()) if len(pseudo.labels) else 0
+    return int(np.bincount(pseudo.labels, minlength=1).max()) if len(pseudo) else 0

@@ -11,7 +11,8 @@ from pipeline import paths
 from pipeline.artifacts import load_tensors, read_json, read_table
 from pipeline.data import pseudo_label_classes
 from pipeline.features import zero_shot_weights
-from pipeline.training import Pool, PseudoLabels
+from pipeline.candidates import Candidates
+from pipeline.pool import Pool
 
 
 @dataclass
@@ -56,19 +57,25 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) ->
         true_labels=manifest["label"].to_numpy(dtype=np.int64),
         labeled=manifest["labeled"].to_numpy(dtype=bool),
         allowed_classes=pseudo_label_classes(workspace.manifest, len(workspace.class_names), paradigm),
+        n_classes=len(workspace.class_names),
         synthetic_features=workspace.synthetic,
         synthetic_labels=workspace.synthetic_labels,
         prototypes=prototypes,
     )
 
 
-def pseudo_labels_frame(pool_ids: np.ndarray, pseudo: PseudoLabels) -> pd.DataFrame:
+def pseudo_labels_frame(pool_ids: np.ndarray, pseudo: Candidates) -> pd.DataFrame:
+    """One row per selected image: its assigned class, confidence, candidate classes and weights."""
     return pd.DataFrame({"id": pool_ids[pseudo.rows], "pseudo_label": pseudo.labels.astype(np.int64),
-                         "confidence": pseudo.confidence.astype(np.float32)})
+                         "confidence": pseudo.confidence.astype(np.float32),
+                         "candidates": pseudo.sets(), "candidate_weights": pseudo.set_weights()})
 
 
-def read_pseudo_labels(pool_ids: np.ndarray) -> PseudoLabels:
+def read_pseudo_labels(pool_ids: np.ndarray, n_classes: int) -> Candidates:
     frame, _ = read_table(paths.PSEUDOLABELS)
     row_of = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
-    return PseudoLabels(row_of[frame["id"]].to_numpy(), frame["pseudo_label"].to_numpy(dtype=np.int64),
-                        frame["confidence"].to_numpy(dtype=np.float32))
+    weights = np.zeros((len(frame), n_classes), dtype=np.float32)
+    for index, (classes, values) in enumerate(zip(frame["candidates"], frame["candidate_weights"])):
+        weights[index, np.asarray(classes, dtype=np.int64)] = values
+    return Candidates(row_of[frame["id"]].to_numpy(), frame["pseudo_label"].to_numpy(dtype=np.int64), weights,
+                      frame["confidence"].to_numpy(dtype=np.float32))

@@ -29,8 +29,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         predicted = predict(workspace.real[test], load_tensors(paths.PROMPT)[0]["class_weights"])
         metrics = split_metrics(true, predicted, params.paradigm, workspace.manifest.loc[test, "seen"].to_numpy())
         trained = read_json(paths.ROUNDS)
-        metrics.update({"pseudo_label_accuracy": trained["pseudo_label_accuracy"],
-                        "n_pseudo_labels": trained["n_pseudo_labels"]})
+        metrics.update({key: trained[key] for key in ("pseudo_label_accuracy", "n_pseudo_labels",
+                                                      "candidate_coverage", "mean_candidate_set_size")})
         write_json(paths.METRICS, metrics)
         _write_csv(paths.PER_CLASS, per_class_accuracy(true, predicted, workspace.class_names))
         _write_csv(paths.CONFUSION, confusion_rows(true, predicted, workspace.class_names,

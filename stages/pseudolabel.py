@@ -1,4 +1,4 @@
-"""pseudolabel: the method's first-round pseudo-labels over the unlabeled training images."""
+"""pseudolabel: the method's first-round pseudo-labels (or candidate sets) over the unlabeled images."""
 
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import write_json, write_table
+from pipeline.methods import build_method
 from pipeline.params import load_params
-from pipeline.training import pseudo_label
 from pipeline.workspace import load_workspace, pseudo_labels_frame, training_pool
 from stages._cli import stage
 
@@ -18,17 +18,21 @@ app = typer.Typer(add_completion=False)
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     with stage("pseudolabel") as log:
         params = load_params(params_file)
+        method = build_method(params)
         workspace = load_workspace()
-        pool = training_pool(workspace, params.paradigm, with_prototypes=params.method == "air")
-        pseudo = pseudo_label(pool, workspace.zero_shot_weights, params)
+        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
+        pseudo = method.pseudo_label(pool, workspace.zero_shot_weights)
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
-        write_table(paths.PSEUDOLABELS, pseudo_labels_frame(pool_ids, pseudo), metadata={"method": params.method})
-        summary = {"method": params.method, "n_unlabeled": int(len(pool.unlabeled)),
-                   "n_pseudo_labels": int(len(pseudo.rows)),
-                   "pseudo_label_accuracy": pseudo.accuracy(pool.true_labels)}
+        write_table(paths.PSEUDOLABELS, pseudo_labels_frame(pool_ids, pseudo), metadata={"method": method.name})
+        summary = {"method": method.name, "n_unlabeled": int(len(pool.unlabeled)), "n_pseudo_labels": len(pseudo),
+                   "pseudo_label_accuracy": pseudo.accuracy(pool.true_labels),
+                   "candidate_coverage": pseudo.coverage(pool.true_labels),
+                   "mean_candidate_set_size": pseudo.mean_set_size()}
         write_json(paths.PSEUDOLABEL_SUMMARY, summary)
-        log.info("%s: %d of %d unlabeled images pseudo-labelled, %.1f%% right (analysis only)", params.method,
-                 summary["n_pseudo_labels"], summary["n_unlabeled"], 100 * summary["pseudo_label_accuracy"])
+        log.info("%s: %d of %d unlabeled images pseudo-labelled, %.1f%% right, true class in the set %.1f%%, "
+                 "%.2f classes per set (analysis only)", method.name, summary["n_pseudo_labels"],
+                 summary["n_unlabeled"], 100 * summary["pseudo_label_accuracy"],
+                 100 * summary["candidate_coverage"], summary["mean_candidate_set_size"])
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""train: CoOp prompt learning on cached features, with the method's pseudo-labelling rounds."""
+"""train: CoOp prompt learning on cached features, with the method's rounds and the prompt ensemble."""
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from dvclive import Live
 
 from pipeline import paths
 from pipeline.artifacts import save_tensors, write_json
 from pipeline.devices import resolve_device
+from pipeline.methods import build_method
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from pipeline.prompts import PromptLearner
-from pipeline.training import run_method
+from pipeline.training import run_ensemble
 from pipeline.workspace import load_workspace, read_pseudo_labels, training_pool
 from stages._cli import stage
 
@@ -22,38 +24,47 @@ app = typer.Typer(add_completion=False)
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     with stage("train"):
         params = load_params(params_file)
+        method = build_method(params)
         device = resolve_device(params.train.device, "train.device")
         workspace = load_workspace()
-        pool = training_pool(workspace, params.paradigm, with_prototypes=params.method == "air")
+        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
-        first_round = read_pseudo_labels(pool_ids)
-        clip = None if params.method == "zeroshot" else load_clip(params.clip.arch, params.clip.pretrained, device)
+        first_round = read_pseudo_labels(pool_ids, len(workspace.class_names))
+        clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None
 
-        def make_learner() -> PromptLearner:
+        def make_learner(seed: int) -> PromptLearner:
             return PromptLearner(clip.model, clip.tokenizer, workspace.class_names, params.train.n_ctx,
-                                 params.train.ctx_init, params.seed).to(device)
+                                 params.train.ctx_init, seed).to(device)
 
         with Live(str(paths.TRAIN_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
-            def on_epoch(round_index: int, epoch: int, loss: float) -> None:
+            def on_epoch(member: int, round_index: int, epoch: int, loss: float) -> None:
+                live.log_metric("member", member, plot=False)
                 live.log_metric("round", round_index, plot=False)
                 live.log_metric("loss", loss)
                 live.next_step()
 
-            result = run_method(make_learner, pool, workspace.zero_shot_weights, first_round, params, device, on_epoch)
-            if not result.rounds:
+            ensemble = run_ensemble(method, make_learner, pool, workspace.zero_shot_weights, first_round, device,
+                                    on_epoch)
+            if not method.trains:
                 live.log_metric("loss", float("nan"))
                 live.next_step()
 
-        tensors = {"class_weights": result.class_weights}
-        if result.context is not None:
-            tensors.update({name: value.numpy() for name, value in result.context.items()})
-        save_tensors(paths.PROMPT, tensors, {"method": params.method, "arch": params.clip.arch,
-                                             "pretrained": params.clip.pretrained})
+        tensors = {"class_weights": ensemble.class_weights}
+        if method.trains:
+            tensors["ctx"] = np.stack([m.context["ctx"].numpy() for m in ensemble.members])
+            tensors["member_class_weights"] = np.stack([m.class_weights for m in ensemble.members])
+        save_tensors(paths.PROMPT, tensors, {"method": method.name, "arch": params.clip.arch,
+                                             "pretrained": params.clip.pretrained,
+                                             "ensemble": str(len(ensemble.members))})
+        first = ensemble.members[0]  # the pseudo-labels reported are those of the first member
         write_json(paths.ROUNDS, {
-            "method": params.method,
-            "n_pseudo_labels": int(len(result.pseudo.rows)),
-            "pseudo_label_accuracy": result.pseudo.accuracy(pool.true_labels),
-            "rounds": [vars(r) for r in result.rounds],
+            "method": method.name,
+            "ensemble": len(ensemble.members),
+            "n_pseudo_labels": len(first.pseudo),
+            "pseudo_label_accuracy": first.pseudo.accuracy(pool.true_labels),
+            "candidate_coverage": first.pseudo.coverage(pool.true_labels),
+            "mean_candidate_set_size": first.pseudo.mean_set_size(),
+            "members": [[vars(r) for r in member.rounds] for member in ensemble.members],
         })
 
 

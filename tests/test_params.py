@@ -18,7 +18,7 @@ def test_unknown_method_names_key_value_and_choices():
     with pytest.raises(PipelineError) as error:
         parse_params({"method": "airr"})
     message = str(error.value)
-    assert "method" in message and "'airr'" in message and "zeroshot, upl, fpl, ifpl, grip, air" in message
+    assert "method" in message and "'airr'" in message and "air, cpl, fpl, grip, ifpl, upl, zeroshot" in message
 
 
 def test_unknown_dataset_and_missing_root():
@@ -31,8 +31,8 @@ def test_unknown_dataset_and_missing_root():
 def test_misspelled_key_and_bad_choice():
     with pytest.raises(PipelineError, match=r"train.epoch: unknown key"):
         parse_params({"train": {"epoch": 3}})
-    with pytest.raises(PipelineError, match=r"pseudolabel.selection: .*'upl', 'balanced' or 'grip'"):
-        parse_params({"pseudolabel": {"selection": "cpl"}})
+    with pytest.raises(PipelineError, match=r"pseudolabel.selection: unknown selection 'zeroshot'; choose one of: cpl, fpl"):
+        parse_params({"pseudolabel": {"selection": "zeroshot"}})
     with pytest.raises(PipelineError, match=r"dataset.demo.contrast: .*\[low, high\]"):
         parse_params({"dataset": {"demo": {"contrast": [0.9, 0.5]}}})
     with pytest.raises(PipelineError, match=r"dataset.demo.backgrounds.0: .*'plain', 'gradient'"):

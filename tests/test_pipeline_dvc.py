@@ -66,7 +66,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert ran(first) == STAGES
 
     metrics = json.loads((repo / "metrics.json").read_text())
-    assert set(metrics) == {"accuracy", "pseudo_label_accuracy", "n_pseudo_labels"}
+    assert set(metrics) == {"accuracy", "pseudo_label_accuracy", "n_pseudo_labels", "candidate_coverage",
+                            "mean_candidate_set_size"}
+    assert metrics["mean_candidate_set_size"] == 1.0  # AiR on GRIP: one label per image
     assert 0 <= metrics["accuracy"] <= 1 and metrics["n_pseudo_labels"] > 0
     manifest = pq.read_table(repo / "data/prepared/manifest.parquet").to_pandas()
     assert {"id", "split", "label", "labeled", "seen"} <= set(manifest.columns)
@@ -76,7 +78,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     sources = images.column("source").to_pylist()
     assert sources.count("synthetic") == 24 * 4 and sources.count("real") == len(manifest)
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
-    assert list(pseudo.columns) == ["id", "pseudo_label", "confidence"]
+    assert list(pseudo.columns) == ["id", "pseudo_label", "confidence", "candidates", "candidate_weights"]
+    assert all(list(c) == [label] for c, label in zip(pseudo["candidates"], pseudo["pseudo_label"]))
     assert set(pseudo["id"]) <= set(manifest.loc[manifest["split"] == "train", "id"])
     for plot in ("train_images.png", "synthetic.png", "confusion.csv", "per_class.csv"):
         assert (repo / "plots" / plot).exists(), plot
@@ -98,6 +101,15 @@ def test_experiments_compare_methods(repo):
     zeroshot = run(["dvc", "exp", "run", "-S", "method=zeroshot"], repo)
     assert ran(zeroshot) == ["pseudolabel", "train", "evaluate"]
     run(["dvc", "exp", "run", "-S", "method=air"], repo)
+    cpl = run(["dvc", "exp", "run", "-S", "method=cpl", "-S", "train.ensemble=2"], repo)
+    assert ran(cpl) == ["pseudolabel", "train", "evaluate"]
+    pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
+    assert all(label in list(c) for c, label in zip(pseudo["candidates"], pseudo["pseudo_label"]))
+    assert all(abs(sum(w) - 1) < 1e-5 for w in pseudo["candidate_weights"])  # CPL's round 1: soft targets
+    from safetensors.numpy import load_file
+    prompt = load_file(str(repo / "data/train/prompt.safetensors"))
+    assert prompt["ctx"].shape[0] == 2 and prompt["member_class_weights"].shape[0] == 2
+    assert abs(prompt["member_class_weights"].mean(axis=0) - prompt["class_weights"]).max() < 1e-6
     table = json.loads(run(["dvc", "exp", "show", "--json"], repo, stdout_only=True))
     rows = {}
     for commit in table:
@@ -106,6 +118,8 @@ def test_experiments_compare_methods(repo):
                 data = revision["data"]
                 method = data["params"]["params.yaml"]["data"]["method"]
                 rows[method] = data["metrics"]["metrics.json"]["data"]
-    assert set(rows) == {"zeroshot", "air"}
+    assert set(rows) == {"zeroshot", "air", "cpl"}
     for metrics in rows.values():
-        assert {"accuracy", "pseudo_label_accuracy", "n_pseudo_labels"} <= set(metrics)
+        assert {"accuracy", "pseudo_label_accuracy", "n_pseudo_labels", "candidate_coverage",
+                "mean_candidate_set_size"} <= set(metrics)
+    assert rows["cpl"]["candidate_coverage"] >= rows["cpl"]["pseudo_label_accuracy"]

@@ -1,8 +1,7 @@
 import numpy as np
-import pytest
 
 from pipeline.auxiliary import auxiliary_posterior, class_prototypes
-from pipeline.pseudolabels import fuse, grip_k, n_rounds, rule_for, select, select_balanced, select_upl
+from pipeline.pseudolabels import fuse, grip_k, select_balanced, select_upl
 
 # 6 images x 3 classes, hand-built so each rule's answer can be worked out on paper.
 PROBS = np.array([
@@ -49,19 +48,8 @@ def test_grip_schedule_grows_to_all_of_the_pool():
     assert [grip_k(t, 1000, 10, 10) for t in range(1, 11)] == [10 * t for t in range(1, 11)]
     assert grip_k(12, 1000, 10, 10) == 100
     assert grip_k(1, 95, 10, 10) == 0 and grip_k(10, 95, 10, 10) == 9
-    chosen = select(PROBS, "grip", k=99, round_index=1, rounds=3)  # K_1 = floor(6/3/3) = 0
-    assert len(chosen.rows) == 0
-    chosen = select(PROBS, "grip", k=99, round_index=3, rounds=3)  # K_3 = floor(6/3) = 2
-    assert as_dict(chosen) == as_dict(select_balanced(PROBS, 2))
-
-
-def test_method_rules_and_rounds():
-    assert rule_for("upl", "grip") == "upl" and rule_for("fpl", "upl") == "balanced"
-    assert rule_for("grip", "upl") == "grip" and rule_for("air", "upl") == "upl"
-    assert n_rounds("ifpl", "upl", 10) == 10 and n_rounds("fpl", "grip", 10) == 1
-    assert n_rounds("air", "grip", 10) == 10 and n_rounds("air", "balanced", 10) == 1
-    with pytest.raises(ValueError):
-        select(PROBS, "nope", 2)
+    assert grip_k(1, 6, 3, 3) == 0 and len(select_balanced(PROBS, 0)) == 0  # K_1 = floor(6/3/3) = 0
+    assert grip_k(3, 6, 3, 3) == 2
 
 
 def test_air_fusion_is_a_renormalised_weighted_sum():

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.candidates import Candidates
+from pipeline.methods import build_method
 from pipeline.params import parse_params
+from pipeline.pool import Pool
 from pipeline.prompts import PromptLearner
-from pipeline.training import Pool, PseudoLabels, fit_prompt, pseudo_label, run_method
+from pipeline.training import fit_prompt, run_ensemble, run_method
 
 NAMES = ["red circle", "blue circle", "red square", "blue square", "green star", "yellow ring"]
 DEVICE = torch.device("cpu")
@@ -38,8 +41,16 @@ def make_pool(clip, per_class=12, noise=0.25, labeled_per_class=0, seed=0, allow
     synthetic = centres[synthetic_labels] + 0.1 * rng.normal(size=(len(synthetic_labels), d)) / np.sqrt(d)
     synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
     return Pool(features.astype(np.float32), labels, labeled,
-                np.arange(len(NAMES)) if allowed is None else np.asarray(allowed),
+                np.arange(len(NAMES)) if allowed is None else np.asarray(allowed), len(NAMES),
                 synthetic.astype(np.float32), synthetic_labels, centres.astype(np.float32))
+
+
+def pseudo_label(pool, weights, config):
+    return build_method(config).pseudo_label(pool, weights)
+
+
+def terms(pool, pseudo, config):
+    return build_method(config).loss_terms(pool, pseudo)
 
 
 def accuracy(features, labels, weights) -> float:
@@ -59,16 +70,17 @@ def params(**overrides):
 
 
 def learner_factory(clip, config):
-    return lambda: PromptLearner(clip.model, clip.tokenizer, NAMES, config.train.n_ctx, config.train.ctx_init,
-                                 config.seed)
+    return lambda seed=config.seed: PromptLearner(clip.model, clip.tokenizer, NAMES, config.train.n_ctx,
+                                                  config.train.ctx_init, seed)
 
 
 def test_training_on_true_labels_lowers_loss_and_beats_zero_shot(tiny_clip):
     pool = make_pool(tiny_clip)
     zero_shot = accuracy(pool.features, pool.true_labels, handcrafted_weights(tiny_clip))
-    truth = PseudoLabels(np.arange(len(pool.true_labels)), pool.true_labels, np.ones(len(pool.true_labels)))
+    truth = Candidates.single(np.arange(len(pool.true_labels)), pool.true_labels, len(NAMES),
+                              np.ones(len(pool.true_labels)))
     learner = learner_factory(tiny_clip, params())()
-    history = fit_prompt(learner, pool, truth, params().train, seed=0, synthetic_weight=0.0, device=DEVICE)
+    history = fit_prompt(learner, terms(pool, truth, params()), params().train, seed=0, device=DEVICE)
     with torch.no_grad():
         trained = accuracy(pool.features, pool.true_labels, learner().numpy())
     assert len(history) == 15 and history[-1] < 0.7 * history[0]
@@ -81,31 +93,36 @@ def test_fit_is_deterministic_for_a_seed(tiny_clip):
     runs = []
     for _ in range(2):
         learner = learner_factory(tiny_clip, params())()
-        fit_prompt(learner, pool, pseudo, params(train__epochs=2).train, 3, 0.0, DEVICE)
+        fit_prompt(learner, terms(pool, pseudo, params()), params(train__epochs=2).train, 3, DEVICE)
         runs.append(learner.ctx.detach().clone())
     assert torch.equal(runs[0], runs[1])
 
 
-@pytest.mark.parametrize("method, expected_rounds", [("upl", 1), ("fpl", 1), ("ifpl", 3), ("grip", 3)])
+@pytest.mark.parametrize("method, expected_rounds", [("upl", 1), ("fpl", 1), ("ifpl", 3), ("grip", 3), ("cpl", 3)])
 def test_methods_run_their_rounds(tiny_clip, method, expected_rounds):
     config = params(method=method, train__epochs=2)
     pool = make_pool(tiny_clip)
     weights = handcrafted_weights(tiny_clip)
     first = pseudo_label(pool, weights, config)
-    result = run_method(learner_factory(tiny_clip, config), pool, weights, first, config, DEVICE)
+    result = run_method(build_method(config), learner_factory(tiny_clip, config), pool, weights, first, 0, DEVICE)
     assert len(result.rounds) == expected_rounds
     assert result.class_weights.shape == weights.shape and result.context["ctx"].shape[0] == 4
     if method == "grip":  # K_t = floor(t * 72 / 3 / 6) = 4, 8, 12: the pool grows to all 72 images
         assert [r.n_pseudo_labels for r in result.rounds] == [24, 48, 72]
     if method == "ifpl":
         assert [r.n_pseudo_labels for r in result.rounds] == [48, 48, 48]
+    if method == "cpl":  # pools of at most K_t = 4, 8, 12 per class; sets hold the assigned class
+        assert all(r.n_pseudo_labels <= 6 * k for r, k in zip(result.rounds, (4, 8, 12)))
+        assert result.pseudo.mask[np.arange(len(result.pseudo)), result.pseudo.labels].all()
+        np.testing.assert_allclose(first.weights.sum(axis=1), 1.0, rtol=1e-5)  # round 1: soft target
+        assert set(np.unique(result.pseudo.weights).tolist()) <= {0.0, 1.0}   # later rounds: binary sets
 
 
 def test_zeroshot_trains_nothing(tiny_clip):
     config = params(method="zeroshot")
     pool = make_pool(tiny_clip)
     weights = handcrafted_weights(tiny_clip)
-    result = run_method(None, pool, weights, pseudo_label(pool, weights, config), config, DEVICE)
+    result = run_method(build_method(config), None, pool, weights, pseudo_label(pool, weights, config), 0, DEVICE)
     assert result.context is None and result.rounds == [] and result.class_weights is weights
     assert len(result.pseudo.rows) == len(pool.true_labels)
 
@@ -114,7 +131,7 @@ def test_air_fusion_improves_pseudo_labels_when_prototypes_are_good(tiny_clip):
     pool = make_pool(tiny_clip)
     weights = handcrafted_weights(tiny_clip)
     text_only = pseudo_label(pool, weights, params(method="fpl"))
-    fused = pseudo_label(pool, weights, params(method="air", pseudolabel__selection="balanced",
+    fused = pseudo_label(pool, weights, params(method="air", pseudolabel__selection="fpl",
                                                auxiliary__temperature=50.0))
     assert len(text_only.rows) == len(fused.rows) == 48
     assert fused.accuracy(pool.true_labels) > text_only.accuracy(pool.true_labels)
@@ -122,18 +139,20 @@ def test_air_fusion_improves_pseudo_labels_when_prototypes_are_good(tiny_clip):
 
 def test_synthetic_loss_is_used_only_with_weight(tiny_clip):
     pool = make_pool(tiny_clip)
-    empty = PseudoLabels(np.zeros(0, int), np.zeros(0, int), np.zeros(0))
-    config = params(train__epochs=3)
+    empty = Candidates.empty(len(NAMES))
+    air = params(method="air", train__epochs=3, train__synthetic_weight=1.0)
+    no_synthetic = params(method="air", train__epochs=3, train__synthetic_weight=0.0)
     # No pseudo-labels, no labeled images, no synthetic term: nothing to train on.
-    assert fit_prompt(learner_factory(tiny_clip, config)(), pool, empty, config.train, 0, 0.0, DEVICE) == []
+    assert fit_prompt(learner_factory(tiny_clip, air)(), terms(pool, empty, no_synthetic), air.train, 0, DEVICE) == []
     # No pseudo-labels yet (GRIP's first round on a small pool): the synthetic images alone drive training.
-    assert len(fit_prompt(learner_factory(tiny_clip, config)(), pool, empty, config.train, 0, 1.0, DEVICE)) == 3
-    # With pseudo-labels, the synthetic term changes what the prompt learns.
-    pseudo = pseudo_label(pool, handcrafted_weights(tiny_clip), config)
+    assert len(fit_prompt(learner_factory(tiny_clip, air)(), terms(pool, empty, air), air.train, 0, DEVICE)) == 3
+    # Only AiR adds the synthetic term; with pseudo-labels, it changes what the prompt learns.
+    assert [t.name for t in terms(pool, empty, params(method="grip"))] == ["pseudo"]
+    pseudo = pseudo_label(pool, handcrafted_weights(tiny_clip), air)
     contexts = []
-    for beta in (0.0, 1.0):
+    for config in (no_synthetic, air):
         learner = learner_factory(tiny_clip, config)()
-        fit_prompt(learner, pool, pseudo, config.train, 0, beta, DEVICE)
+        fit_prompt(learner, terms(pool, pseudo, config), config.train, 0, DEVICE)
         contexts.append(learner.ctx.detach())
     assert not torch.allclose(contexts[0], contexts[1])
 
@@ -146,3 +165,26 @@ def test_trzsl_pseudo_labels_only_unseen_and_ssl_keeps_labeled_out(tiny_clip):
     pseudo = pseudo_label(pool, handcrafted_weights(tiny_clip), params())
     assert set(pseudo.labels.tolist()) <= set(unseen)
     assert not pool.labeled[pseudo.rows].any()
+
+
+def test_ensemble_trains_members_from_different_seeds_and_averages_them(tiny_clip):
+    config = params(method="upl", train__epochs=2, train__ensemble=3, seed=5)
+    pool = make_pool(tiny_clip)
+    weights = handcrafted_weights(tiny_clip)
+    seeds = []
+
+    def make_learner(seed):
+        seeds.append(seed)
+        return learner_factory(tiny_clip, config)(seed)
+
+    ensemble = run_ensemble(build_method(config), make_learner, pool, weights, pseudo_label(pool, weights, config),
+                            DEVICE)
+    assert seeds == [5, 5 + 100_003, 5 + 2 * 100_003] and len(ensemble.members) == 3
+    contexts = [m.context["ctx"] for m in ensemble.members]
+    assert not torch.equal(contexts[0], contexts[1]) and not torch.equal(contexts[1], contexts[2])
+    logits = [100 * pool.features @ m.class_weights.T for m in ensemble.members]
+    np.testing.assert_allclose(100 * pool.features @ ensemble.class_weights.T, np.mean(logits, axis=0), atol=1e-4)
+    # A single member is the plain run, bit for bit.
+    single = run_ensemble(build_method(params(method="upl", train__epochs=2, seed=5)), make_learner, pool, weights,
+                          pseudo_label(pool, weights, config), DEVICE)
+    np.testing.assert_array_equal(single.class_weights, ensemble.members[0].class_weights)

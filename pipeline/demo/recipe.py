@@ -26,7 +26,9 @@ from pipeline.features import encode_images
 from pipeline.models import Clip
 from pipeline.params import TrainParams
 from pipeline.prompts import PromptLearner
-from pipeline.training import Pool, PseudoLabels, fit_prompt, steps_per_epoch
+from pipeline.candidates import Candidates
+from pipeline.methods import LossTerm
+from pipeline.training import fit_prompt, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +82,11 @@ def score_recipe(clip: Clip, split: SourceSplit, recipe: TrainParams, seed: int,
     """Train the recipe's context (its `ctx_init` or `n_ctx` random vectors) on the noisy source
     labels; return the held-out source accuracy and the last epoch's loss."""
     n = len(split.train_labels)
-    pool = Pool(features=split.train_features, true_labels=split.clean_train_labels, labeled=np.zeros(n, bool),
-                allowed_classes=np.arange(len(world.class_names())))
-    labels = PseudoLabels(np.arange(n), split.train_labels, np.ones(n, np.float32))
+    labels = Candidates.single(np.arange(n), split.train_labels, len(world.class_names()), np.ones(n, np.float32))
     learner = PromptLearner(clip.model, clip.tokenizer, world.class_names(), recipe.n_ctx, recipe.ctx_init,
                             seed).to(device)
-    history = fit_prompt(learner, pool, labels, recipe, seed, 0.0, device)
+    history = fit_prompt(learner, [LossTerm("noisy source", split.train_features, labels.weights, 1.0)],
+                         recipe, seed, device)
     with torch.no_grad():
         weights = learner().cpu().numpy()
     return {"val_accuracy": accuracy(split.val_labels, predict(split.val_features, weights)),

@@ -1,0 +1,46 @@
+"""AiR (Ren et al., CVPR 2025): an image-image classifier from synthetic class images is fused with
+the text classifier; a base method's selection runs on the fused posterior; synthetic images join
+the prompt loss."""
+
+from __future__ import annotations
+
+from pipeline.auxiliary import auxiliary_posterior
+from pipeline.methods.base import LossTerm, Method, one_hot, register
+from pipeline.pseudolabels import fuse
+
+
+@register
+class AiR(Method):
+    name = "air"
+    summary = ("fused posterior (p_text + λ·p_aux)/(1+λ) fed to the pseudolabel.selection method's rule "
+               "and rounds; prompt loss + β·CE(synthetic)")
+    needs_prototypes = True
+    selection_rule = False
+
+    def __init__(self, params):
+        super().__init__(params)
+        from pipeline.methods import build_method  # the registry, once every method is imported
+
+        self.base = build_method(params, params.pseudolabel.selection)
+
+    def rounds(self) -> int:
+        return self.base.rounds()
+
+    def posterior(self, pool, class_weights):
+        if pool.prototypes is None:
+            raise ValueError("method air needs the auxiliary stage's prototypes")
+        p_text = super().posterior(pool, class_weights)
+        p_aux = auxiliary_posterior(pool.features[pool.unlabeled], pool.prototypes[pool.allowed_classes],
+                                    self.params.auxiliary.temperature)
+        return fuse(p_text, p_aux, self.params.pseudolabel.fusion_lambda)
+
+    def select(self, probs, round_index, previous, allowed_classes):
+        return self.base.select(probs, round_index, previous, allowed_classes)
+
+    def loss_terms(self, pool, targets):
+        terms = self.base.loss_terms(pool, targets)
+        beta = self.params.train.synthetic_weight
+        if len(pool.synthetic_labels) and beta > 0:
+            terms.append(LossTerm("synthetic", pool.synthetic_features,
+                                  one_hot(pool.synthetic_labels, pool.n_classes), beta))
+        return terms

@@ -1,0 +1,16 @@
+"""GRIP (Menghini et al. 2023): IFPL whose per-class K grows each round until it covers the pool."""
+
+from pipeline.methods.base import Method, register
+from pipeline.pseudolabels import grip_k, select_balanced
+
+
+@register
+class GRIP(Method):
+    name = "grip"
+    summary = "balanced top-K re-labelled each round with K_t = floor(t·|U|/R / C)"
+
+    def rounds(self) -> int:
+        return self.params.pseudolabel.rounds
+
+    def select(self, probs, round_index, previous, allowed_classes):
+        return select_balanced(probs, grip_k(round_index, len(probs), probs.shape[1], self.rounds()))

@@ -1,0 +1,36 @@
+"""The training split as the methods see it: features, what the paradigm lets them know, and the
+synthetic images and prototypes AiR adds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from pipeline.candidates import Candidates
+
+
+@dataclass
+class Pool:
+    """Training-split features with what each method may know about them."""
+
+    features: np.ndarray          # [N, d] L2-normalised real training images
+    true_labels: np.ndarray       # [N] for analysis only (pseudo-label accuracy), never for training
+    labeled: np.ndarray           # [N] bool: the paradigm lets training use the true label
+    allowed_classes: np.ndarray   # classes pseudo-labels may take
+    n_classes: int                # all classes: prompts are trained and tested over every one
+    synthetic_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    synthetic_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    prototypes: Optional[np.ndarray] = None
+
+    @property
+    def unlabeled(self) -> np.ndarray:
+        return np.flatnonzero(~self.labeled)
+
+    def to_pool_coordinates(self, chosen: Candidates) -> Candidates:
+        """Map a rule's answer over (unlabeled rows, allowed classes) to pool rows and all classes."""
+        weights = np.zeros((len(chosen), self.n_classes), dtype=np.float32)
+        weights[:, self.allowed_classes] = chosen.weights
+        return Candidates(self.unlabeled[chosen.rows], self.allowed_classes[chosen.labels], weights,
+                          chosen.confidence)
