@@ -27,6 +27,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
 def _range(value: list[float], key: str) -> list[float]:
     if len(value) != 2 or value[0] > value[1]:
         raise ValueError(f"{key} must be [low, high] with low <= high")
@@ -74,9 +80,7 @@ class DatasetParams(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; choose one of: {', '.join(DATASETS)}")
-        return value
+        return _one_of(value, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DatasetParams":
@@ -195,9 +199,7 @@ class PseudolabelParams(_Strict):
     def _selection(cls, value: str) -> str:
         from pipeline.methods import selection_rules
 
-        if value not in selection_rules():
-            raise ValueError(f"unknown selection {value!r}; choose one of: {', '.join(selection_rules())}")
-        return value
+        return _one_of(value, selection_rules(), "selection")
 
 
 class TrainParams(_Strict):
@@ -244,16 +246,12 @@ class Params(_Strict):
     def _method(cls, value: str) -> str:
         from pipeline.methods import method_names  # the registry: one name per file in pipeline/methods
 
-        if value not in method_names():
-            raise ValueError(f"unknown method {value!r}; choose one of: {', '.join(method_names())}")
-        return value
+        return _one_of(value, method_names(), "method")
 
     @field_validator("paradigm")
     @classmethod
     def _paradigm(cls, value: str) -> str:
-        if value not in PARADIGMS:
-            raise ValueError(f"unknown paradigm {value!r}; choose one of: {', '.join(PARADIGMS)}")
-        return value
+        return _one_of(value, PARADIGMS, "paradigm")
 
 
 def _describe(error: ValidationError, source: str) -> str:
