@@ -127,3 +127,20 @@ def test_single_label_candidates():
     assert single.sets() == [[2], [0]] and single.mean_set_size() == 1.0
     true = np.array([0, 0, 0, 2])
     assert single.accuracy(true) == 1.0 and single.coverage(true) == 1.0
+
+
+def test_candidate_sets_round_trip_through_pseudolabels_parquet(tmp_path, monkeypatch):
+    from pipeline import paths
+    from pipeline.artifacts import write_table
+    from pipeline.workspace import pseudo_labels_frame, read_pseudo_labels
+
+    monkeypatch.chdir(tmp_path)
+    soft = select_cpl(PROBS, 0.5, 0.5, np.array([2, 2, 2]), soft=True)
+    pool_ids = np.array([f"img-{i}" for i in range(len(PROBS))])
+    frame = pseudo_labels_frame(pool_ids, soft)
+    assert frame["candidates"].tolist()[2] == [0, 1] and frame["pseudo_label"].tolist()[2] == 1
+    write_table(paths.PSEUDOLABELS, frame)
+    back = read_pseudo_labels(pool_ids, 3)
+    np.testing.assert_array_equal(back.weights, soft.weights)
+    np.testing.assert_array_equal(back.rows, soft.rows)
+    np.testing.assert_array_equal(back.labels, soft.labels)
