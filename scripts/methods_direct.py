@@ -1,0 +1,86 @@
+"""Run many method configurations at once, without DVC, from the cached artifacts of a finished run.
+
+The DVC experiments of `scripts/run_methods.sh` re-run `pseudolabel`, `train` and `evaluate` per
+configuration; when only those stages differ, this runs the same library calls in parallel worker
+processes (one torch thread each) over the same `data/prepared`, `data/features` and
+`data/auxiliary`, and writes one JSON row per configuration ({"params": overrides, "metrics": ...})
+that `scripts/results_table.py --direct FILE` merges with `dvc exp show`. Used where a machine has
+more cores than the experiment queue can use (e.g. 16 cores: 16 configurations at a time).
+
+    python scripts/methods_direct.py out.json 'method=cpl,paradigm=trzsl,seed=1' 'method=upl,train.ensemble=16'
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+
+import yaml
+
+
+def _override(data: dict, assignment: str) -> None:
+    key, _, value = assignment.partition("=")
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+
+
+def run(spec: str) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from pipeline.data import Dataset, apply_paradigm
+    from pipeline.evaluation import predict, split_metrics
+    from pipeline.methods import build_method
+    from pipeline.models import load_clip
+    from pipeline.params import parse_params
+    from pipeline.prompts import PromptLearner
+    from pipeline.training import run_ensemble
+    from pipeline.workspace import load_workspace, training_pool
+
+    data = yaml.safe_load(open("params.yaml"))
+    overrides = [item for item in spec.split(",") if item]
+    for assignment in overrides:
+        _override(data, assignment)
+    params = parse_params(data)
+    started = time.perf_counter()
+    workspace = load_workspace()
+    frame = workspace.manifest.assign(path=None, image=None)  # the paradigm only needs ids, splits, labels
+    workspace.manifest = apply_paradigm(Dataset(frame, workspace.class_names), params.paradigm,
+                                        params.paradigm_options, params.seed).drop(columns=["path", "image"])
+    method = build_method(params)
+    pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
+    first = method.pseudo_label(pool, workspace.zero_shot_weights)
+    device = torch.device("cpu")
+    clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None
+    make_learner = lambda seed: PromptLearner(clip.model, clip.tokenizer, workspace.class_names,  # noqa: E731
+                                              params.train.n_ctx, params.train.ctx_init, seed)
+    ensemble = run_ensemble(method, make_learner, pool, workspace.zero_shot_weights, first, device)
+    test = workspace.split("test")
+    true = workspace.manifest.loc[test, "label"].to_numpy()
+    metrics = split_metrics(true, predict(workspace.real[test], ensemble.class_weights), params.paradigm,
+                            workspace.manifest.loc[test, "seen"].to_numpy(dtype=bool))
+    pseudo = ensemble.members[0].pseudo
+    metrics.update({"pseudo_label_accuracy": pseudo.accuracy(pool.true_labels), "n_pseudo_labels": len(pseudo),
+                    "candidate_coverage": pseudo.coverage(pool.true_labels),
+                    "mean_candidate_set_size": pseudo.mean_set_size()})
+    print(f"{spec}: {metrics} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"params": data, "overrides": overrides, "metrics": {k: float(v) for k, v in metrics.items()},
+            "seconds": time.perf_counter() - started}
+
+
+def main(out: str, specs: list[str]) -> None:
+    with multiprocessing.get_context("spawn").Pool(len(specs)) as workers:
+        rows = workers.map(run, specs, chunksize=1)
+    with open(out, "w") as handle:
+        json.dump([{**row, "metrics": {k: (None if v != v else v) for k, v in row["metrics"].items()}}
+                   for row in rows], handle, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
