@@ -1,6 +1,10 @@
 """Aggregate `dvc exp show --json` into a Markdown table: mean ± std over seeds per configuration.
 
     dvc exp show --json > /tmp/exps.json && python scripts/results_table.py /tmp/exps.json
+    python scripts/results_table.py /tmp/exps.json --direct results/methods_direct_h200.json
+
+`--direct FILE` adds the rows of `scripts/methods_direct.py`; where a configuration and seed were also
+run as a DVC experiment, the experiment's row is kept and both are printed as a cross-check.
 
 Rows are grouped by the params that differ between experiments (except `seed`), by paradigm and then
 by the headline metric (accuracy, or TRZSL's harmonic mean); each cell is the mean ± sample standard
@@ -54,8 +58,25 @@ def cell(values: list[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
-def main(path: str) -> None:
+def direct_rows(path: str, existing: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    seen = {json.dumps(params, sort_keys=True): metrics for params, metrics in existing}
+    rows = []
+    for row in json.load(open(path)):
+        params = flatten(row["params"])
+        twin = seen.get(json.dumps(params, sort_keys=True))
+        if twin is None:
+            rows.append((params, row["metrics"]))
+        else:
+            headline = "accuracy" if "accuracy" in twin else "harmonic_mean"
+            print(f"cross-check {','.join(row['overrides'])}: DVC {100 * twin[headline]:.1f}, "
+                  f"direct {100 * row['metrics'][headline]:.1f} ({headline})", file=sys.stderr)
+    return rows
+
+
+def main(path: str, direct: list[str]) -> None:
     rows = experiments(json.load(open(path)))
+    for extra in direct:
+        rows += direct_rows(extra, rows)
     keys = sorted({k for params, _ in rows for k in params})
     varying = [k for k in keys if k != "seed" and len({json.dumps(p.get(k)) for p, _ in rows}) > 1]
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -78,4 +99,6 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    arguments = sys.argv[1:]
+    direct = [arguments[i + 1] for i, a in enumerate(arguments) if a == "--direct"]
+    main(arguments[0], direct)
