@@ -24,10 +24,12 @@ from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.adaptation import LORA_FILE, load_adapter
 from pipeline.artifacts import atomic_path, read_table, write_table
 from pipeline.demo.generator import MARKER as DEMO_MARKER
 from pipeline.demo.generator import DemoPipeline
 from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.data import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import GenerateParams
 from pipeline.plots import class_grid
@@ -80,9 +82,10 @@ def _looks_local(model: str) -> bool:
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
 
 
-def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+def load_generator(model: str, device: torch.device, dtype: torch.dtype,
+                   adapter: Path | None = None) -> DiffusionPipeline:
     """Load a text-to-image pipeline: `tiny-random`, the demo world's generator folder, a local
-    diffusers folder, or a hub id."""
+    diffusers folder, or a hub id; with `adapter`, the LoRA weights the `adapt` stage saved there."""
     fix = ("set generate.model to a local diffusers directory (one with model_index.json), go online once so "
            f"the hub id is cached, or use generate.model: {TINY_RANDOM} for a smoke run")
     if model == TINY_RANDOM:
@@ -92,7 +95,7 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> Diff
     elif _looks_local(model) and not Path(model).expanduser().exists():
         raise PipelineError(f"generate.model={model!r} does not exist; {fix}")
     elif (Path(model).expanduser() / DEMO_MARKER).exists():
-        return DemoPipeline.from_dir(Path(model).expanduser(), device)
+        pipe = DemoPipeline.from_dir(Path(model).expanduser(), device)
     else:
         source = str(Path(model).expanduser()) if _looks_local(model) else model
         try:
@@ -101,8 +104,18 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype) -> Diff
             reason = str(error).rstrip(".")
             raise PipelineError(f"could not load generate.model={model!r}: {reason}. To fix: {fix}") from None
     pipe = pipe.to(device)
+    if adapter is not None:
+        load_adapter(pipe, adapter)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def file_digest(path: Path, digest=None):
+    digest = digest or hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest
 
 
 def model_fingerprint(model: str) -> str:
@@ -115,21 +128,23 @@ def model_fingerprint(model: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
+        file_digest(path, digest)
     return f"{model}@sha256:{digest.hexdigest()}"
 
 
-def _cache_key(params: GenerateParams, class_names: list[str], seed: int, dtype: torch.dtype) -> str:
-    """Hash of everything that determines the shards' contents (the weights' bytes, the dtype as
-    actually used)."""
+def _cache_key(params: GenerateParams, class_names: list[str], seed: int, dtype: torch.dtype,
+               adapter: Path | None = None) -> str:
+    """Hash of everything that determines the shards' contents (the weights' bytes, the adapter's
+    bytes when there is one, the dtype as actually used). Without an adapter the key is what it was
+    before adaptation existed, so caches made then stay valid."""
     identity = {
         "model": model_fingerprint(params.model), "templates": params.templates, "size": params.size, "steps": params.steps,
         "guidance": params.guidance, "dtype": str(dtype).removeprefix("torch."), "seed": seed,
         "class_names": class_names, "images_per_class": params.images_per_class,
         "shard_size": params.shard_size, "batch_size": params.batch_size,
     }
+    if adapter is not None:
+        identity["adapter"] = file_digest(Path(adapter) / LORA_FILE).hexdigest()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -164,15 +179,16 @@ def _is_complete(path: Path, rows: int) -> bool:
 
 
 def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int, out_dir: Path,
-                       progress: bool = True) -> pd.DataFrame:
-    """Fill `out_dir` with one Parquet shard per `shard_size` images, reusing cached shards.
+                       progress: bool = True, adapter: Path | None = None) -> pd.DataFrame:
+    """Fill `out_dir` with one Parquet shard per `shard_size` images, reusing cached shards; with
+    `adapter`, from the generator with that LoRA folder loaded.
 
     Returns one row per shard: its file name, its number of images, and whether it came from cache.
     """
     device = resolve_device(params.device, key="generate.device")
     dtype = resolve_dtype(params.dtype, device)
     shards = _plan(params, class_names, seed)
-    cache = Path(params.cache_dir) / _cache_key(params, class_names, seed, dtype)
+    cache = Path(params.cache_dir) / _cache_key(params, class_names, seed, dtype, adapter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob(SHARD_GLOB), *out_dir.glob(".shard-*.tmp")]:
@@ -189,7 +205,7 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
                 bar.update(len(jobs))
             else:
                 if pipe is None:
-                    pipe = load_generator(params.model, device, dtype)
+                    pipe = load_generator(params.model, device, dtype, adapter)
                 write_table(cached, _generate_shard(pipe, jobs, params, device, bar))
             summary.append({"shard": _shard_name(index), "images": len(jobs), "from_cache": from_cache})
 
@@ -210,8 +226,11 @@ def read_synthetic(out_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).astype(_DTYPES)
 
 
-def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int) -> None:
-    """A PNG grid to eyeball what the generator made: one row per class, its first images, labelled."""
+def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int,
+                  target: pd.DataFrame | None = None) -> None:
+    """A PNG grid to eyeball what the generator made: one row per class, its first images, labelled.
+    With `target` (rows with `label`, `path`/`image`), each class's row of synthetic images is followed
+    by a row of its target images, to see the domain gap at a glance."""
     rows: dict[int, tuple[str, list[Image.Image]]] = {}
     for path in sorted(Path(out_dir).glob(SHARD_GLOB)):
         frame = read_table(path, columns=["label", "class_name", "image"])[0]
@@ -220,4 +239,12 @@ def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_cl
                 rows[label] = (name, [])
             if label in rows and len(rows[label][1]) < images_per_class:
                 rows[label][1].append(Image.open(io.BytesIO(data)))
-    class_grid(list(rows.values()), png_path, "no synthetic images")
+    if target is None:
+        class_grid(list(rows.values()), png_path, "no synthetic images")
+        return
+    paired = []
+    for label, (name, images) in rows.items():
+        members = target[target["label"] == label].head(images_per_class)
+        paired += [(f"{name} (synthetic)", images),
+                   (f"{name} (target)", [open_image(p, d) for p, d in zip(members["path"], members["image"])])]
+    class_grid(paired, png_path, "no synthetic images")

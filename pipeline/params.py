@@ -128,6 +128,23 @@ class GenerateParams(_Strict):
         return value
 
 
+class AdaptParams(_Strict):
+    """AiR's generator adaptation: LoRA on the UNet, trained on the unlabeled target training images."""
+
+    enabled: bool = False
+    captions: Literal["domain", "pseudolabel"] = "domain"
+    domain_caption: str = "a photo"
+    k: int = Field(16, ge=1)      # pseudolabel captions: UPL's k most confident images per class
+    rank: int = Field(8, ge=1)
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+    steps: int = Field(500, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    resolution: int = Field(512, ge=8)
+    seed: int = 0
+    device: str = "auto"
+
+
 class ClipParams(_Strict):
     """open_clip model: `arch` is an open_clip config name, `pretrained` a tag, a local file or `random`."""
 
@@ -145,10 +162,10 @@ class ClipParams(_Strict):
 
 
 class AuxiliaryParams(_Strict):
-    """AiR's image-image classifier: class prototypes from synthetic features."""
+    """AiR's image-image classifier from synthetic features (pipeline/auxiliary.py)."""
 
-    prototype: Literal["mean", "knn"] = "mean"
-    knn: int = Field(8, ge=1)
+    keep: Optional[int] = Field(None, ge=1)   # K synthetic images per class nearest the class mean; null = all
+    score: Literal["prototype", "mean_similarity"] = "prototype"
     temperature: float = Field(100.0, gt=0)
 
 
@@ -234,6 +251,7 @@ class Params(_Strict):
     paradigm: str = "ul"
     dataset: DatasetParams = DatasetParams()
     paradigm_options: ParadigmParams = ParadigmParams()
+    adapt: AdaptParams = AdaptParams()
     generate: GenerateParams = GenerateParams()
     clip: ClipParams = ClipParams()
     auxiliary: AuxiliaryParams = AuxiliaryParams()

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from pipeline.artifacts import atomic_path
 
 MIN_CELL = 64
-LABEL_WIDTH = 120
+LABEL_WIDTH = 170
 
 
 def _placeholder(text: str) -> Image.Image:
@@ -33,7 +33,7 @@ def class_grid(rows: list[tuple[str, list[Image.Image]]], png_path: Path, empty_
         draw = ImageDraw.Draw(sheet)
         for row, (name, images) in enumerate(rows):
             top = row * cell_h
-            draw.text((4, top + cell_h // 2 - 6), name[:18], fill="black")
+            draw.text((4, top + cell_h // 2 - 6), name[:27], fill="black")
             for column, image in enumerate(images):
                 image = image.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST)
                 sheet.paste(image, (LABEL_WIDTH + column * cell_w, top))

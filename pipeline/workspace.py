@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.artifacts import load_tensors, read_json, read_table
 from pipeline.data import pseudo_label_classes
+from pipeline.errors import PipelineError
 from pipeline.features import zero_shot_weights
 from pipeline.candidates import Candidates
 from pipeline.pool import Pool
@@ -28,22 +29,30 @@ class Workspace:
         return (self.manifest["split"] == name).to_numpy()
 
 
-def load_workspace() -> Workspace:
+def load_workspace(with_synthetic: bool = True) -> Workspace:
+    """Features of the manifest's images (in manifest order), the synthetic images' (none when
+    `with_synthetic` is false: the stages before generation) and the zero-shot class weights."""
     class_names = read_json(paths.CLASSES)
     manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "label", "labeled", "seen"])
     frame, embeddings = read_table(paths.IMAGE_FEATURES)
-    real = (frame["source"] == "real").to_numpy()
-    position = pd.Series(np.flatnonzero(real), index=frame.loc[real, "id"].to_numpy())
+    position = pd.Series(np.arange(len(frame)), index=frame["id"].to_numpy())
     missing = ~manifest["id"].isin(position.index)
     if missing.any():
-        raise ValueError(f"{int(missing.sum())} manifest images have no features; re-run the features stage")
+        raise PipelineError(f"{int(missing.sum())} manifest images have no features; re-run the features stage "
+                            "(dvc repro features_real)")
+    if with_synthetic:
+        synthetic, synthetic_embeddings = read_table(paths.SYNTHETIC_FEATURES)
+        synthetic_labels = synthetic["label"].to_numpy(dtype=np.int64)
+    else:
+        synthetic_labels = np.zeros(0, dtype=np.int64)
+        synthetic_embeddings = np.zeros((0, embeddings.shape[1]), dtype=np.float32)
     text, text_embeddings = read_table(paths.TEXT_FEATURES)
     return Workspace(
         class_names=class_names,
         manifest=manifest,
         real=embeddings[position[manifest["id"]].to_numpy()],
-        synthetic_labels=frame.loc[~real, "label"].to_numpy(dtype=np.int64),
-        synthetic=embeddings[~real],
+        synthetic_labels=synthetic_labels,
+        synthetic=synthetic_embeddings,
         zero_shot_weights=zero_shot_weights(text, text_embeddings, len(class_names)),
     )
 

@@ -8,12 +8,18 @@ that `scripts/results_table.py --direct FILE` merges with `dvc exp show`. Used w
 more cores than the experiment queue can use (e.g. 16 cores: 16 configurations at a time).
 
     python scripts/methods_direct.py out.json 'method=cpl,paradigm=trzsl,seed=1' 'method=upl,train.ensemble=16'
+
+Two extra keys swap the synthetic images (what `scripts/adaptation_study.py` wrote) without re-running
+`generate`: `@synthetic=studies/adaptation/domain-0-128/synthetic.parquet` and `@per_class=64` (the
+first 64 images of each class); the auxiliary classifier is then rebuilt from them as the
+`auxiliary` stage would, with the configuration's `auxiliary.*`.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 import time
 
@@ -34,6 +40,8 @@ def run(spec: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from pipeline.artifacts import read_table
+    from pipeline.auxiliary import class_prototypes
     from pipeline.data import Dataset, apply_paradigm
     from pipeline.evaluation import predict, split_metrics
     from pipeline.methods import build_method
@@ -45,8 +53,10 @@ def run(spec: str) -> dict:
 
     data = yaml.safe_load(open("params.yaml"))
     overrides = [item for item in spec.split(",") if item]
+    extra = dict(item[1:].split("=", 1) for item in overrides if item.startswith("@"))
     for assignment in overrides:
-        _override(data, assignment)
+        if not assignment.startswith("@"):
+            _override(data, assignment)
     params = parse_params(data)
     started = time.perf_counter()
     workspace = load_workspace()
@@ -54,7 +64,14 @@ def run(spec: str) -> dict:
     workspace.manifest = apply_paradigm(Dataset(frame, workspace.class_names), params.paradigm,
                                         params.paradigm_options, params.seed).drop(columns=["path", "image"])
     method = build_method(params)
-    pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
+    if "synthetic" in extra:
+        frame, embeddings = read_table(extra["synthetic"])
+        keep = frame.groupby("label").cumcount().to_numpy() < int(extra.get("per_class", 10**9))
+        workspace.synthetic, workspace.synthetic_labels = embeddings[keep], frame["label"].to_numpy(np.int64)[keep]
+    pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes and "synthetic" not in extra)
+    if "synthetic" in extra:
+        pool.prototypes = class_prototypes(workspace.synthetic, workspace.synthetic_labels, len(workspace.class_names),
+                                           params.auxiliary.keep, params.auxiliary.score)
     first = method.pseudo_label(pool, workspace.zero_shot_weights)
     device = torch.device("cpu")
     clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None
@@ -75,7 +92,8 @@ def run(spec: str) -> dict:
 
 
 def main(out: str, specs: list[str]) -> None:
-    with multiprocessing.get_context("spawn").Pool(len(specs)) as workers:
+    processes = int(os.environ.get("WORKERS", len(specs)))  # one torch thread each: at most the cores
+    with multiprocessing.get_context("spawn").Pool(processes) as workers:
         rows = workers.map(run, specs, chunksize=1)
     with open(out, "w") as handle:
         json.dump([{**row, "metrics": {k: (None if v != v else v) for k, v in row["metrics"].items()}}

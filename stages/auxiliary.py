@@ -20,12 +20,12 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         params = load_params(params_file)
         workspace = load_workspace()
         prototypes = class_prototypes(workspace.synthetic, workspace.synthetic_labels, len(workspace.class_names),
-                                      params.auxiliary.prototype, params.auxiliary.knn)
+                                      params.auxiliary.keep, params.auxiliary.score)
         empty = int((abs(prototypes).sum(axis=1) == 0).sum())
         if empty:
             log.warning("%d class(es) have no synthetic images: their auxiliary vote is uniform", empty)
         save_tensors(paths.PROTOTYPES, {"prototypes": prototypes},
-                     {"prototype": params.auxiliary.prototype, "knn": str(params.auxiliary.knn)})
+                     {"score": params.auxiliary.score, "keep": str(params.auxiliary.keep)})
 
 
 if __name__ == "__main__":

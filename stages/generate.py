@@ -1,4 +1,5 @@
-"""generate: synthetic class images from a diffusers text-to-image model, resumable, in Parquet shards."""
+"""generate: synthetic class images from a diffusers text-to-image model (with the `adapt` stage's LoRA
+when there is one), resumable, in Parquet shards."""
 
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
     with stage("generate"):
         params = load_params(params_file)
         class_names = read_json(paths.CLASSES)
-        generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC)
+        adapter = paths.ADAPTER if read_json(paths.ADAPTER_INFO)["enabled"] else None
+        generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC, adapter=adapter)
         contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.evaluate.sheet_classes,
                       params.evaluate.sheet_images)
 

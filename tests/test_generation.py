@@ -57,7 +57,7 @@ def recorder(monkeypatch, tiny_pipe):
     """Route generate_synthetic's model loading to a shared recording pipeline."""
     def install(fail_at: int | None = None) -> Recorder:
         rec = Recorder(tiny_pipe, fail_at)
-        monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype: rec)
+        monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None: rec)
         return rec
     return install
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "generate", "features", "auxiliary", "pseudolabel", "train", "evaluate"]
+STAGES = ["prepare", "features_real", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
+          "pseudolabel", "train", "evaluate"]
 
 
 def run(args: list[str], cwd: Path, stdout_only: bool = False) -> str:
@@ -51,6 +52,7 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "data" / "demo", repo / "data" / "demo")
     set_params(repo, dataset__demo__images_per_class=8, dataset__demo__test_images_per_class=4,
                generate__images_per_class=4, generate__steps=2, pseudolabel__rounds=2, train__epochs=2,
+               adapt__steps=3, adapt__batch_size=4,
                clip__num_workers=0)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "test@example.invalid"], repo)
@@ -72,16 +74,25 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert 0 <= metrics["accuracy"] <= 1 and metrics["n_pseudo_labels"] > 0
     manifest = pq.read_table(repo / "data/prepared/manifest.parquet").to_pandas()
     assert {"id", "split", "label", "labeled", "seen"} <= set(manifest.columns)
-    images = pq.read_table(repo / "data/features/images.parquet")
+    images = pq.read_table(repo / "data/features/real/images.parquet")
     meta = images.schema.metadata
     assert meta[b"arch"] == b"demo-clip" and meta[b"pretrained"] == b"data/demo/demo-clip.safetensors"
-    sources = images.column("source").to_pylist()
-    assert sources.count("synthetic") == 24 * 4 and sources.count("real") == len(manifest)
+    assert images.column("id").to_pylist() == manifest["id"].tolist()
+    synthetic = pq.read_table(repo / "data/features/synthetic/images.parquet").to_pandas()
+    assert len(synthetic) == 24 * 4 and synthetic["id"].str.startswith("syn-").all()
+    adapter = json.loads((repo / "data/adapter/adapter.json").read_text())
+    assert adapter == {"enabled": True, "captions": "domain", "images": len(manifest.query("split == 'train'")),
+                       "caption_accuracy": None}
+    assert (repo / "data/adapter/pytorch_lora_weights.safetensors").stat().st_size > 0
+    diagnostics = json.loads((repo / "diagnostics.json").read_text())
+    assert set(diagnostics["domain_gap"]) == {"cosine_mean", "cosine_median", "frechet", "frechet_floor"}
+    assert diagnostics["domain_gap"]["frechet"] > 0
+    assert set(diagnostics["train_pool_accuracy"]) == {"text", "auxiliary", "fused"}
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
     assert list(pseudo.columns) == ["id", "pseudo_label", "confidence", "candidates", "candidate_weights"]
     assert all(list(c) == [label] for c, label in zip(pseudo["candidates"], pseudo["pseudo_label"]))
     assert set(pseudo["id"]) <= set(manifest.loc[manifest["split"] == "train", "id"])
-    for plot in ("train_images.png", "synthetic.png", "confusion.csv", "per_class.csv"):
+    for plot in ("train_images.png", "synthetic.png", "synthetic_vs_target.png", "confusion.csv", "per_class.csv"):
         assert (repo / "plots" / plot).exists(), plot
 
     again = run(["dvc", "repro"], repo)
@@ -93,6 +104,15 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     changed = run(["dvc", "repro"], repo)
     assert ran(changed) == ["train", "evaluate"]
     assert {path: path.stat().st_mtime_ns for path in cached} == before  # 0 images regenerated
+
+    set_params(repo, adapt__enabled=False)
+    disabled = run(["dvc", "repro"], repo)
+    assert ran(disabled) == STAGES[2:]
+    assert json.loads((repo / "data/adapter/adapter.json").read_text()) == {"enabled": False}
+    assert not (repo / "data/adapter/pytorch_lora_weights.safetensors").exists()
+    # While adaptation is off its knobs change nothing downstream: the adapter folder is the same.
+    set_params(repo, adapt__rank=2)
+    assert ran(run(["dvc", "repro"], repo)) == ["adapt"]
 
 
 def test_experiments_compare_methods(repo):

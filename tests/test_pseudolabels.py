@@ -62,18 +62,37 @@ def test_air_fusion_is_a_renormalised_weighted_sum():
     assert fused.argmax(axis=1).tolist() == [1] * 6
 
 
-def test_prototypes_mean_and_knn():
+def test_prototypes_all_and_kept():
     features = np.array([[1, 0], [1, 0], [0.8, 0.6], [-1, 0], [0, 1], [0, 1]], dtype=np.float32)
     labels = np.array([0, 0, 0, 0, 1, 1])
-    mean = class_prototypes(features, labels, n_classes=3, mode="mean")
+    mean = class_prototypes(features, labels, n_classes=3)
     expected = features[:4].mean(axis=0) / np.linalg.norm(features[:4].mean(axis=0))
     np.testing.assert_allclose(mean[0], expected, atol=1e-6)
     np.testing.assert_allclose(mean[1], [0, 1])
     np.testing.assert_allclose(mean[2], [0, 0])  # no synthetic images: zero prototype
-    knn = class_prototypes(features, labels, n_classes=3, mode="knn", knn=2)
+    knn = class_prototypes(features, labels, n_classes=3, keep=2)
     np.testing.assert_allclose(knn[0], [1, 0], atol=1e-6)  # the outlier [-1, 0] and [0.8, 0.6] drop out
     posterior = auxiliary_posterior(np.array([[0.0, 1.0]]), mean, temperature=10.0)
     np.testing.assert_allclose(posterior.sum(), 1.0)
     assert posterior.argmax() == 1
     # A class without prototype scores cos = 0: neither favoured nor excluded.
     np.testing.assert_allclose(posterior[0, 2], np.exp(0) / np.exp(10 * (mean @ [0, 1])).sum(), rtol=1e-6)
+
+
+def test_paper_form_scores_the_mean_cosine_to_the_k_kept_images():
+    # Class 0: four unit vectors; its mean (0.45, 0.15) normalised is ~(0.949, 0.316); cosines to it:
+    # [1,0] 0.949, [0.8,0.6] 0.949, [0.6,0.8] 0.822, [-1,0] -0.949 -> K = 3 keeps the first three.
+    features = np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [-1, 0], [0, 1]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 0, 1])
+    rows = class_prototypes(features, labels, n_classes=2, keep=3, score="mean_similarity")
+    x = np.array([[0.6, 0.8]], dtype=np.float32)
+    # By hand: cos(x, [1,0]) = 0.6, cos(x, [0.8,0.6]) = 0.96, cos(x, [0.6,0.8]) = 1.0 -> mean 0.85333.
+    np.testing.assert_allclose((x @ rows.T)[0, 0], (0.6 + 0.96 + 1.0) / 3, rtol=1e-6)
+    np.testing.assert_allclose((x @ rows.T)[0, 1], 0.8, rtol=1e-6)  # one image [0, 1]: cos = 0.8
+    # The prototype form renormalises that mean, so its score differs: cos(x, normalise(mean)).
+    proto = class_prototypes(features, labels, n_classes=2, keep=3, score="prototype")
+    mean = features[:3].mean(axis=0)
+    np.testing.assert_allclose((x @ proto.T)[0, 0], x[0] @ mean / np.linalg.norm(mean), rtol=1e-6)
+    assert abs((x @ proto.T)[0, 0] - (x @ rows.T)[0, 0]) > 0.05
+    posterior = auxiliary_posterior(x, rows, temperature=10.0)
+    np.testing.assert_allclose(posterior[0], np.exp([8.5333, 8.0]) / np.exp([8.5333, 8.0]).sum(), rtol=1e-4)

@@ -95,6 +95,19 @@ class DemoPipeline:
         text = TextConditioner(str(folder / config["clip"]), device)
         return cls(unet.to(device), text, DDIMScheduler(**config["scheduler"]))
 
+    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images [B, 3, 32, 32] → the folded space the UNet denoises (what `adapt` trains on)."""
+        return F.pixel_unshuffle(pixels, FOLD)
+
+    def condition(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The UNet's text inputs for `prompts`: token states and the pooled embedding."""
+        states, pooled = self.text(list(prompts))
+        return {"encoder_hidden_states": states, "class_labels": pooled}
+
+    def load_lora_weights(self, folder: str, weight_name: str, adapter_name: str) -> None:
+        """diffusers' LoRA loading, as Stable Diffusion pipelines offer it, for this pipeline's UNet."""
+        self.unet.load_lora_adapter(folder, prefix="unet", weight_name=weight_name, adapter_name=adapter_name)
+
     def to(self, device: torch.device) -> "DemoPipeline":
         return self  # built on its device already
 

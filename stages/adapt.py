@@ -1,0 +1,65 @@
+"""adapt: LoRA-adapt the generator to the target domain on the unlabeled training images (AiR's key step).
+
+Disabled (`adapt.enabled: false`), it writes only `adapter.json` saying so, and `generate` runs the
+generator as it is, with the same cache key as if this stage did not exist.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from dvclive import Live
+
+from pipeline import paths
+from pipeline.adaptation import LORA_FILE, adapt_generator, save_adapter, target_training_images
+from pipeline.artifacts import read_table, write_json
+from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.generation import load_generator
+from pipeline.params import load_params
+from pipeline.workspace import load_workspace
+from stages._cli import stage
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    with stage("adapt") as log:
+        params = load_params(params_file)
+        settings = params.adapt
+        shutil.rmtree(paths.ADAPTER, ignore_errors=True)
+        with Live(str(paths.ADAPT_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
+            if not settings.enabled:
+                live.log_metric("loss", float("nan"))
+                write_json(paths.ADAPTER_INFO, {"enabled": False})
+                log.info("adapt.enabled is false: generating with the generator as it is")
+                return
+            paths.ADAPTER.parent.mkdir(parents=True, exist_ok=True)
+            manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])
+            workspace = load_workspace(with_synthetic=False) if settings.captions == "pseudolabel" else None
+            data = target_training_images(params, manifest, workspace)
+            log.info("adapting %s on %d target training images (%s captions)", params.generate.model, len(data),
+                     settings.captions)
+            device = resolve_device(settings.device, "adapt.device")
+            pipe = load_generator(params.generate.model, device, resolve_dtype(params.generate.dtype, device))
+
+            def on_step(step: int, loss: float) -> None:
+                live.log_metric("loss", loss)
+                live.next_step()
+
+            started = time.perf_counter()
+            state = adapt_generator(pipe, data, settings, device, on_step)
+            seconds = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(dir=paths.ADAPTER.parent) as scratch:  # a crash leaves no half-written file
+            paths.ADAPTER.mkdir(parents=True, exist_ok=True)
+            os.replace(save_adapter(state, Path(scratch)), paths.ADAPTER / LORA_FILE)
+        log.info("adapter trained in %.1f s", seconds)
+        write_json(paths.ADAPTER_INFO, {"enabled": True, "captions": settings.captions, "images": len(data),
+                                        "caption_accuracy": data.true_accuracy})
+
+
+if __name__ == "__main__":
+    app()
