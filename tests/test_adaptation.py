@@ -78,3 +78,42 @@ def test_cache_key_is_unchanged_without_adapter_and_follows_the_adapter_bytes(tm
     one = _cache_key(params, names, 0, torch.float32, adapter=_write_adapter(tmp_path / "a", 0.1))
     two = _cache_key(params, names, 0, torch.float32, adapter=_write_adapter(tmp_path / "b", 0.2))
     assert len({plain, one, two}) == 3
+
+
+def _workspace(labeled: list[bool]):
+    import pandas as pd
+
+    from pipeline.workspace import Workspace
+
+    # Six training images and one test image; class c's text weight is the unit vector e_c.
+    features = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.2, 0.8, 0], [0, 0.6, 0.4], [0, 0, 1], [0.5, 0.5, 0], [1, 0, 0]],
+                        dtype=np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    manifest = pd.DataFrame({"id": [f"i{n}" for n in range(7)], "split": ["train"] * 6 + ["test"],
+                             "label": [0, 0, 1, 2, 2, 1, 0], "labeled": labeled + [False], "seen": False,
+                             "path": None, "image": [b"png%d" % n for n in range(7)]})
+    workspace = Workspace(["cat", "dog", "fox"], manifest.drop(columns=["path", "image"]), features,
+                          np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.eye(3, dtype=np.float32))
+    return workspace, manifest
+
+
+def test_pseudolabel_captions_keep_the_k_most_confident_per_class_and_given_labels():
+    from pipeline.adaptation import target_training_images
+    from pipeline.params import Params
+
+    params = Params(adapt=AdaptParams(captions="pseudolabel", k=1), generate=GenerateParams(templates=["a {} photo"]))
+    workspace, manifest = _workspace([False] * 6)
+    data = target_training_images(params, manifest, workspace)
+    # Zero-shot argmax: cat for i0, i1, i5 (a tie goes to the lower class), dog for i2, i3, fox for i4;
+    # k = 1 keeps the most confident of each: i0, i2, i4.
+    assert data.images == [b"png0", b"png2", b"png4"]
+    assert data.captions == ["a cat photo", "a dog photo", "a fox photo"]
+    assert data.true_accuracy == 1.0
+    # A labeled image (SSL) keeps its given label, whatever CLIP says; the test image never enters.
+    ssl = target_training_images(params.model_copy(update={"paradigm": "ssl"}), manifest,
+                                 _workspace([False, False, False, True, False, False])[0])
+    assert "a fox photo" in ssl.captions and b"png3" in ssl.images
+    assert ssl.captions[ssl.images.index(b"png3")] == "a fox photo"
+    assert b"png6" not in ssl.images
+    domain = target_training_images(params.model_copy(update={"adapt": AdaptParams(captions="domain")}), manifest, None)
+    assert domain.captions == ["a photo"] * 6 and b"png6" not in domain.images
