@@ -40,7 +40,7 @@ def sd15_shaped(dtype: torch.dtype) -> StableDiffusionPipeline:
                                    scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                                            beta_end=0.012),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    return pipe.to(dtype=dtype)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
 def main() -> None:

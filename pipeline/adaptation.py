@@ -150,6 +150,9 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
     view = training_view(pipe)
     unet, scheduler = view.unet, view.scheduler
     unet.requires_grad_(False)
+    # The adapters' initial weights and (Stable Diffusion) the VAE's latent sampling draw from the global
+    # RNG: seed it first, so the adapter depends on adapt.seed and not on what ran before in the process.
+    torch.manual_seed(params.seed)
     unet.add_adapter(lora_config(params), adapter_name=ADAPTER_NAME)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     for parameter in trainable:  # adapters train in float32 even on a float16 UNet
@@ -170,7 +173,6 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
     caption_index = torch.tensor([position[caption] for caption in data.captions])
 
     generator = torch.Generator().manual_seed(params.seed)
-    torch.manual_seed(params.seed)  # the VAE's latent sampling (Stable Diffusion) draws from the global RNG
     dtype = unet.dtype
     started = time.perf_counter()
     with tqdm(range(params.steps), desc="adapt generator (LoRA)", unit="step", disable=not progress) as bar:

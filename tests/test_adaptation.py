@@ -57,8 +57,12 @@ def test_lora_changes_the_output_trains_only_adapters_and_reloads_exactly(tmp_pa
 
 def test_adaptation_is_deterministic_for_a_seed():
     first = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS, torch.device("cpu"), progress=False)
+    torch.rand(1000)  # whatever ran before in the process must not matter
     again = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS, torch.device("cpu"), progress=False)
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    other = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS.model_copy(update={"seed": 1}),
+                            torch.device("cpu"), progress=False)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
 def _write_adapter(folder: Path, value: float) -> Path:
