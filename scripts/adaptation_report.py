@@ -2,15 +2,14 @@
 
     python scripts/adaptation_report.py studies/adaptation results/adaptation studies/air_*.json
 
-Writes `<out>.md` (markdown tables), `<out>_diagnostics.json` (every variant's diagnostics, to keep
-with the repository) and `<out>_images_per_class.csv` (the DVC plot of accuracy against synthetic
-images per class).
+Writes `<out>.md` (markdown tables) and `<out>_diagnostics.json` (every variant's diagnostics, to keep
+with the repository).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -66,11 +65,16 @@ def prefix_table(result: dict) -> list[str]:
     return lines
 
 
+def group_key(overrides: list[str]) -> str:
+    """The configuration without its seed (a study variant's path names its seed too)."""
+    return ",".join(sorted(re.sub(r"/(none|domain|pseudolabel)-\d+-", r"/\1-{seed}-", o).removeprefix(
+        "@synthetic=studies/adaptation/") for o in overrides if not o.startswith("seed=")))
+
+
 def runs_table(rows: list[dict]) -> tuple[list[str], dict]:
     groups = defaultdict(list)
     for row in rows:
-        key = ",".join(sorted(o for o in row["overrides"] if not o.startswith("seed=")))
-        groups[key].append(row["metrics"])
+        groups[group_key(row["overrides"])].append(row["metrics"])
     lines = ["| configuration | seeds | test accuracy (or H) | pseudo-label accuracy |", "| --- | --- | --- | --- |"]
     for key, metrics in sorted(groups.items()):
         main = "harmonic_mean" if "harmonic_mean" in metrics[0] else "accuracy"
@@ -90,17 +94,6 @@ def main(study: str, out: str, run_files: list[str]) -> None:
     md += ["## Prompt training runs", "", *run_lines, ""]
     Path(f"{out}.md").write_text("\n".join(md) + "\n")
     Path(f"{out}_diagnostics.json").write_text(json.dumps(variants, indent=1) + "\n")
-    with open(f"{out}_images_per_class.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["images_per_class", "seed", "accuracy"])
-        for key, metrics in groups.items():
-            per_class = next((part.split("=")[1] for part in key.split(",") if part.startswith("@per_class=")), None)
-            if per_class is None or "synthetic_weight" in key or "selection" in key or "paradigm" in key:
-                continue
-            for row in rows:
-                if ",".join(sorted(o for o in row["overrides"] if not o.startswith("seed="))) == key:
-                    seed = next(o.split("=")[1] for o in row["overrides"] if o.startswith("seed="))
-                    writer.writerow([per_class, seed, round(row["metrics"]["accuracy"], 4)])
     print("\n".join(md))
 
 
