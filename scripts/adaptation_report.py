@@ -1,6 +1,6 @@
 """Tables for the README from `scripts/adaptation_study.py` and `scripts/methods_direct.py` outputs.
 
-    python scripts/adaptation_report.py studies/adaptation results/adaptation studies/air_*.json
+    python scripts/adaptation_report.py studies/adaptation results/adaptation results/adaptation_runs.json
 
 Writes `<out>.md` (markdown tables) and `<out>_diagnostics.json` (every variant's diagnostics, to keep
 with the repository).

@@ -7,6 +7,7 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import read_json
+from pipeline.errors import PipelineError
 from pipeline.generation import contact_sheet, generate_synthetic
 from pipeline.params import load_params
 from stages._cli import stage
@@ -19,6 +20,9 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
     with stage("generate"):
         params = load_params(params_file)
         class_names = read_json(paths.CLASSES)
+        if not paths.ADAPTER_INFO.exists():
+            raise PipelineError(f"{paths.ADAPTER_INFO} is missing: run the adapt stage first "
+                                "(dvc repro adapt, or python -m stages.adapt; it is quick with adapt.enabled: false)")
         adapter = paths.ADAPTER if read_json(paths.ADAPTER_INFO)["enabled"] else None
         generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC, adapter=adapter)
         contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.evaluate.sheet_classes,

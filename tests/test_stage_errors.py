@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.artifacts import atomic_path
-from stages import features, generate, prepare
+from stages import adapt, features, generate, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,8 @@ def project(tmp_path, monkeypatch):
     return write
 
 
-def invoke(stage_module):
-    result = CliRunner().invoke(stage_module.app, [])
+def invoke(stage_module, args: list[str] | None = None):
+    result = CliRunner().invoke(stage_module.app, args or [])
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
 
@@ -82,13 +82,17 @@ def test_unreadable_image(project, tmp_path):
 def test_cuda_without_cuda_keeps_finished_work(project):
     assert invoke(prepare)[0] == 0
     manifest = Path("data/prepared/manifest.parquet").read_bytes()
+    project(adapt__enabled=False)
+    code, output = invoke(generate)
+    assert code == 2 and "run the adapt stage first" in output
+    assert invoke(adapt)[0] == 0
     project(generate__device="cuda")
     code, output = invoke(generate)
     assert code == 2 and "generate.device='cuda'" in output and "set generate.device: cpu" in output
     assert not Path("data/synthetic").exists() or not list(Path("data/synthetic").glob("*.parquet"))
     project(generate__device="cpu", clip__device="cuda:0")
     assert invoke(generate)[0] == 0
-    code, output = invoke(features)
+    code, output = invoke(features, ["synthetic"])
     assert code == 2 and "clip.device='cuda:0'" in output and "CUDA is not available" in output
     assert not Path("data/features").exists()
     assert Path("data/prepared/manifest.parquet").read_bytes() == manifest
