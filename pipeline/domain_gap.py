@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.auxiliary import auxiliary_posterior
+from pipeline.pseudolabels import fuse, text_posterior
+
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrix)
@@ -41,3 +44,13 @@ def domain_gap(synthetic: np.ndarray, real_train: np.ndarray, real_test: np.ndar
     return {"cosine_mean": float(per_image.mean()), "cosine_median": float(np.median(per_image)),
             "frechet": frechet_distance(synthetic, real_train),
             "frechet_floor": frechet_distance(real_train, real_test)}
+
+
+def classifier_accuracies(features: np.ndarray, true_labels: np.ndarray, zero_shot_weights: np.ndarray,
+                          prototypes: np.ndarray, temperature: float, fusion_lambda: float) -> dict[str, float]:
+    """Analysis only: how often the text, auxiliary and fused (AiR, λ) classifiers name the true class,
+    i.e. whether closing the gap made the synthetic images useful."""
+    p_text = text_posterior(features, zero_shot_weights)
+    p_aux = auxiliary_posterior(features, prototypes, temperature)
+    return {name: float((p.argmax(axis=1) == true_labels).mean())
+            for name, p in (("text", p_text), ("auxiliary", p_aux), ("fused", fuse(p_text, p_aux, fusion_lambda)))}

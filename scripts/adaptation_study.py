@@ -25,13 +25,12 @@ import torch
 from pipeline import paths
 from pipeline.adaptation import adapt_generator, save_adapter, target_training_images
 from pipeline.artifacts import read_table, write_json, write_table
-from pipeline.auxiliary import auxiliary_posterior, class_prototypes
-from pipeline.domain_gap import domain_gap
+from pipeline.auxiliary import class_prototypes
+from pipeline.domain_gap import classifier_accuracies, domain_gap
 from pipeline.features import encode_images
 from pipeline.generation import generate_synthetic, load_generator, read_synthetic
 from pipeline.models import load_clip
 from pipeline.params import load_params
-from pipeline.pseudolabels import fuse, text_posterior
 from pipeline.workspace import load_workspace
 
 PREFIXES = (16, 32, 64, 128)
@@ -71,21 +70,20 @@ def study(out: Path, variant: str) -> dict:
 
     train, test = workspace.split("train"), workspace.split("test")
     features, truth = workspace.real[train], workspace.manifest.loc[train, "label"].to_numpy()
-    p_text = text_posterior(features, workspace.zero_shot_weights)
     index = frame.groupby("label").cumcount().to_numpy()
     rows = {}
     for prefix in [p for p in PREFIXES if p <= per_class]:
         keep = index < prefix
         gap = domain_gap(synthetic[keep], features, workspace.real[test])
-        accuracy = {"text": float((p_text.argmax(1) == truth).mean())}
+        accuracy = {}
         for score in ("prototype", "mean_similarity"):
             for kept in (None, max(1, prefix // 2)):
                 prototypes = class_prototypes(synthetic[keep], labels[keep], len(workspace.class_names), kept, score)
-                p_aux = auxiliary_posterior(features, prototypes, params.auxiliary.temperature)
+                measured = classifier_accuracies(features, truth, workspace.zero_shot_weights, prototypes,
+                                                 params.auxiliary.temperature, params.pseudolabel.fusion_lambda)
                 name = f"{score}_keep{'all' if kept is None else kept}"
-                accuracy[f"auxiliary_{name}"] = float((p_aux.argmax(1) == truth).mean())
-                accuracy[f"fused_{name}"] = float((fuse(p_text, p_aux, params.pseudolabel.fusion_lambda).argmax(1)
-                                                   == truth).mean())
+                accuracy.update({"text": measured["text"], f"auxiliary_{name}": measured["auxiliary"],
+                                 f"fused_{name}": measured["fused"]})
         rows[prefix] = {"domain_gap": gap, "train_pool_accuracy": accuracy}
     result = {"variant": variant, "timings": timings, "by_images_per_class": rows,
               "caption_accuracy": caption_accuracy}

@@ -8,11 +8,9 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import load_tensors, read_table, write_json
-from pipeline.auxiliary import auxiliary_posterior
-from pipeline.domain_gap import domain_gap
+from pipeline.domain_gap import classifier_accuracies, domain_gap
 from pipeline.generation import contact_sheet
 from pipeline.params import load_params
-from pipeline.pseudolabels import fuse, text_posterior
 from pipeline.workspace import load_workspace
 from stages._cli import stage
 
@@ -26,12 +24,9 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         workspace = load_workspace()
         train, test = workspace.split("train"), workspace.split("test")
         features, labels = workspace.real[train], workspace.manifest.loc[train, "label"].to_numpy()
-        p_text = text_posterior(features, workspace.zero_shot_weights)
-        p_aux = auxiliary_posterior(features, load_tensors(paths.PROTOTYPES)[0]["prototypes"],
-                                    params.auxiliary.temperature)
-        p_fused = fuse(p_text, p_aux, params.pseudolabel.fusion_lambda)
-        accuracy = {name: float((p.argmax(axis=1) == labels).mean()) for name, p in
-                    (("text", p_text), ("auxiliary", p_aux), ("fused", p_fused))}
+        accuracy = classifier_accuracies(features, labels, workspace.zero_shot_weights,
+                                         load_tensors(paths.PROTOTYPES)[0]["prototypes"],
+                                         params.auxiliary.temperature, params.pseudolabel.fusion_lambda)
         gap = domain_gap(workspace.synthetic, features, workspace.real[test])
         write_json(paths.DIAGNOSTICS, {"domain_gap": gap, "train_pool_accuracy": accuracy})
         log.info("synthetic vs target: cosine %.3f (median %.3f), Fréchet %.3f (real train vs test: %.3f); "

@@ -35,3 +35,16 @@ def test_cosine_mean_is_the_mean_over_all_pairs():
     np.testing.assert_allclose(gap["cosine_mean"], (synthetic @ train.T).mean(), rtol=1e-10)
     np.testing.assert_allclose(gap["cosine_median"], np.median((synthetic @ train.T).mean(axis=1)), rtol=1e-10)
     assert gap["frechet_floor"] == frechet_distance(train, test)
+
+
+def test_classifier_accuracies_count_argmax_hits_of_each_classifier():
+    from pipeline.domain_gap import classifier_accuracies
+
+    features = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    text = np.eye(2, dtype=np.float32)                       # text says 0, 1, 1
+    prototypes = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)  # auxiliary says 1, 0, 0
+    accuracy = classifier_accuracies(features, np.array([0, 1, 0]), text, prototypes, 10.0, 1.0)
+    assert accuracy["text"] == 2 / 3 and accuracy["auxiliary"] == 1 / 3
+    # Fused, λ = 1: image 3 has text softmax(100·[0.6, 0.8]) ≈ [0, 1] and aux softmax(10·[0.8, 0.6]) ≈ [0.88, 0.12],
+    # so the fused vote is class 1 (wrong); images 1 and 2 go the text's way, whose vote is the more one-hot.
+    assert accuracy["fused"] == 2 / 3
