@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data import load_dataset, open_image
+from pipeline.datasets import load_dataset
+from pipeline.datasets.images import open_image
 from pipeline.features import encode_images
 from pipeline.models import load_clip
 from pipeline.params import DatasetParams, WorldParams

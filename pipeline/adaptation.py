@@ -32,7 +32,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
-from pipeline.data import open_image
+from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import AdaptParams, Params
 from pipeline.pseudolabels import select_upl, text_posterior

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pipeline.data import open_image
+from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.models import Clip
 from pipeline.prompts import class_prompts

@@ -29,7 +29,7 @@ from pipeline.artifacts import atomic_path, read_table, write_table
 from pipeline.demo.generator import MARKER as DEMO_MARKER
 from pipeline.demo.generator import DemoPipeline
 from pipeline.devices import resolve_device, resolve_dtype
-from pipeline.data import open_image
+from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import GenerateParams
 from pipeline.plots import class_grid

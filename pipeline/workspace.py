@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.artifacts import load_tensors, read_json, read_table
-from pipeline.data import pseudo_label_classes
+from pipeline.datasets.paradigms import pseudo_label_classes
 from pipeline.errors import PipelineError
 from pipeline.features import zero_shot_weights
 from pipeline.candidates import Candidates

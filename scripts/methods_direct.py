@@ -42,7 +42,8 @@ def run(spec: str) -> dict:
     torch.set_num_threads(1)
     from pipeline.artifacts import read_table
     from pipeline.auxiliary import class_prototypes
-    from pipeline.data import Dataset, apply_paradigm
+    from pipeline.datasets import Dataset
+    from pipeline.datasets.paradigms import apply_paradigm
     from pipeline.evaluation import predict, split_metrics
     from pipeline.methods import build_method
     from pipeline.models import load_clip

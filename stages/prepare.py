@@ -6,7 +6,7 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import write_json, write_table
-from pipeline.data import class_sheet, prepare
+from pipeline.datasets.paradigms import class_sheet, prepare
 from pipeline.params import load_params
 from stages._cli import stage
 

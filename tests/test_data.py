@@ -1,10 +1,9 @@
-import json
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from pipeline.data import load_dataset, open_image, prepare, seen_classes
+from pipeline.datasets import load_dataset
+from pipeline.datasets.images import open_image
+from pipeline.datasets.paradigms import prepare, seen_classes
 from pipeline.demo.world import class_names
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams, ParadigmParams, WorldParams
@@ -54,49 +53,6 @@ def test_demo_is_rendered_in_memory_and_deterministic(tmp_path, monkeypatch):
     assert not other["image"].equals(a["image"])
     train, test = a[a["split"] == "train"], a[a["split"] == "test"]
     assert not set(train["image"]) & set(test["image"])
-
-
-def _folder(root, classes, per_class=3):
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / name / f"{i}.png")
-
-
-def test_folder_source_with_class_map_and_presplit_folders(tmp_path):
-    _folder(tmp_path / "flat", ["annual_crop", "forest"], per_class=4)
-    mapping = tmp_path / "names.json"
-    mapping.write_text(json.dumps({"annual_crop": "annual crop land", "forest": "forest"}))
-    dataset = load_dataset(DatasetParams(name="folder", root=str(tmp_path / "flat"), class_names_file=str(mapping)))
-    assert dataset.class_names == ["annual crop land", "forest"]
-    assert dataset.frame.groupby("split").size().to_dict() == {"test": 4, "train": 4}
-
-    _folder(tmp_path / "split" / "train", ["a_b", "c"])
-    _folder(tmp_path / "split" / "test", ["a_b", "c"], per_class=1)
-    dataset = load_dataset(DatasetParams(name="folder", root=str(tmp_path / "split")))
-    assert dataset.class_names == ["a b", "c"]
-    assert dataset.frame.groupby("split").size().to_dict() == {"test": 2, "train": 6}
-
-
-def test_folder_errors_name_the_problem_and_the_fix(tmp_path):
-    with pytest.raises(PipelineError, match="is not a folder"):
-        load_dataset(DatasetParams(name="folder", root=str(tmp_path / "missing")))
-
-    _folder(tmp_path / "mismatch" / "train", ["cat", "dog"])
-    _folder(tmp_path / "mismatch" / "test", ["cat", "fox"])
-    with pytest.raises(PipelineError, match=r"only in train \['dog'\], only in test \['fox'\].*same class folders"):
-        load_dataset(DatasetParams(name="folder", root=str(tmp_path / "mismatch")))
-
-    _folder(tmp_path / "broken", ["cat", "dog"])
-    (tmp_path / "broken" / "dog" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(PipelineError, match=r"1 image\(s\) cannot be read: .*bad.png.*Remove or replace"):
-        load_dataset(DatasetParams(name="folder", root=str(tmp_path / "broken")))
-
-    _folder(tmp_path / "mapped", ["cat", "dog"])
-    mapping = tmp_path / "map.json"
-    mapping.write_text(json.dumps({"cat": "cat", "wolf": "wolf"}))
-    with pytest.raises(PipelineError, match=r"no name for folders \['dog'\].*do not exist \['wolf'\]"):
-        load_dataset(DatasetParams(name="folder", root=str(tmp_path / "mapped"), class_names_file=str(mapping)))
 
 
 def test_torchvision_missing_root_says_how_to_fix(tmp_path):

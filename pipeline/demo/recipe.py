@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.data import demo_dataset
+from pipeline.datasets.demo import demo_dataset
 from pipeline.demo import world
 from pipeline.evaluation import accuracy, predict
 from pipeline.features import encode_images

@@ -1,0 +1,223 @@
+"""The folder source: your own images, one folder per class.
+
+Recognised layouts of `dataset.root` (split folder names are matched ignoring case; `training`,
+`valid`/`validation` and `testing` count as train, val and test):
+
+- `<class>/...`: no split folders; each class is split by `dataset.test_fraction` (`split_seed`);
+- `train/<class>/...` + `test/<class>/...`: the given splits;
+- `train/` + `val/`: the ImageFolder layout; val is the test split;
+- `train/` + `val/` + `test/`: train and test as given; val is ignored (logged): no method here tunes
+  on a validation split, and results are reported on test, as in the papers.
+
+Any other mix of split-looking and other top-level folders is an error, never a silent 2-class task
+"train" vs "val". Images may sit in nested subfolders of a class; ids are the split plus the path
+under the split root, so repeated file names stay distinct. Hidden files and folders are ignored;
+other files that are not images of a supported type are skipped with one log line. Every image is
+decoded in full before the manifest is built, so a truncated file is named here, not mid-training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import UnidentifiedImageError
+
+from pipeline.datasets import Dataset, pretty_class_name
+from pipeline.datasets.images import open_image
+from pipeline.errors import PipelineError
+from pipeline.params import DatasetParams
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+SPLIT_ROLES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+RECOGNISED_LAYOUTS = "<class>/, train/ + test/, train/ + val/, or train/ + val/ + test/"
+SHOWN = 5  # culprits named in one message
+
+
+def folder_dataset(params: DatasetParams) -> Dataset:
+    root = Path(params.root)
+    if not root.is_dir():
+        raise PipelineError(f"dataset.root={params.root!r} is not a folder; point it at root/<class>/*.jpg")
+    split_roots = _split_roots(root)
+    class_folders = _class_folders(root, split_roots)
+    names = (_read_class_map(params.class_names_file, class_folders) if params.class_names_file
+             else [pretty_class_name(f) for f in class_folders])
+    _check_distinct_names(class_folders, names, params.class_names_file)
+
+    skipped: list[Path] = []
+    if split_roots:
+        frame = _presplit_rows(split_roots, class_folders, skipped)
+    else:
+        frame = _random_split_rows(root, class_folders, params, skipped)
+    if skipped:
+        log.info("skipped %d file(s) under %s that are not %s images: %s", len(skipped), root,
+                 "/".join(sorted(IMAGE_SUFFIXES)), _listing([p.relative_to(root).as_posix() for p in skipped]))
+    _check_unique_ids(frame)
+    _check_decodable(frame["path"].tolist())
+    return Dataset(frame, names)
+
+
+def _split_roots(root: Path) -> dict[str, Path]:
+    """{'train': ..., 'test': ...} for a recognised split layout, {} for plain class folders."""
+    folders = _subfolders(root)
+    roles: dict[str, list[str]] = {}
+    for folder in folders:
+        if folder.lower() in SPLIT_ROLES:
+            roles.setdefault(SPLIT_ROLES[folder.lower()], []).append(folder)
+    if not roles:
+        return {}
+    others = [f for f in folders if f.lower() not in SPLIT_ROLES]
+    if others or "train" not in roles or len(roles) == 1 or any(len(names) > 1 for names in roles.values()):
+        raise PipelineError(
+            f"{root} has split folders, but its top-level folders {folders[:20]} are not a recognised layout "
+            f"({RECOGNISED_LAYOUTS}); rename or move folders so the top level is one of these"
+        )
+    folder_of = {role: root / names[0] for role, names in roles.items()}
+    if "val" in folder_of and "test" in folder_of:
+        log.info("%s: using %s for training and %s for testing; %s is ignored (no method uses a validation split)",
+                 root, folder_of["train"].name, folder_of["test"].name, folder_of["val"].name)
+    elif "val" in folder_of:
+        log.info("%s: no test folder, so %s is the test split", root, folder_of["val"].name)
+    return {"train": folder_of["train"], "test": folder_of.get("test", folder_of.get("val"))}
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_folders(root: Path, split_roots: dict[str, Path]) -> list[str]:
+    if not split_roots:
+        folders = _subfolders(root)
+    else:
+        train, test = (_subfolders(split_roots[s]) for s in ("train", "test"))
+        if train != test:
+            raise PipelineError(
+                f"class folders differ between {split_roots['train']} and {split_roots['test']}: "
+                f"only in train {sorted(set(train) - set(test))[:SHOWN]}, "
+                f"only in test {sorted(set(test) - set(train))[:SHOWN]}; give both splits the same class folders"
+            )
+        folders = train
+    if not folders:
+        raise PipelineError(f"{root} has no class folders; expected {RECOGNISED_LAYOUTS} with <class>/*.jpg inside")
+    return folders
+
+
+def _read_class_map(path: str, folders: list[str]) -> list[str]:
+    file = Path(path)
+    if not file.exists():
+        raise PipelineError(f"dataset.class_names_file={path!r} does not exist; fix the path or remove the key")
+    try:
+        mapping = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"{path} is not JSON ({error}); it must map folder names to class names") from None
+    if not isinstance(mapping, dict):
+        raise PipelineError(f"{path} must be a JSON object mapping folder names to class names")
+    missing = [f for f in folders if f not in mapping]
+    extra = [k for k in mapping if k not in folders]
+    if missing or extra:
+        raise PipelineError(
+            f"{path} does not match the class folders: "
+            + (f"no name for folders {missing[:SHOWN]}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"names for folders that do not exist {extra[:SHOWN]}" if extra else "")
+            + "; make its keys exactly the class folder names"
+        )
+    return [str(mapping[f]) for f in folders]
+
+
+def _check_distinct_names(folders: list[str], names: list[str], class_names_file: str | None) -> None:
+    """Two folders with one name would be one class to CLIP (its tokenizer ignores case and spacing)."""
+    by_name: dict[str, list[str]] = {}
+    for folder, name in zip(folders, names):
+        by_name.setdefault(" ".join(name.lower().split()), []).append(folder)
+    clashes = [(name, group) for name, group in by_name.items() if len(group) > 1]
+    if clashes:
+        source = class_names_file or "folder names (underscores and hyphens become spaces)"
+        raise PipelineError(
+            "class folders share a class name: "
+            + "; ".join(f"{' and '.join(repr(f) for f in group)} -> {name!r}" for name, group in clashes[:SHOWN])
+            + f" (names from {source}). Merge or rename the folders, or give them distinct names"
+            " in dataset.class_names_file"
+        )
+
+
+def _files(folder: Path, skipped: list[Path]) -> list[Path]:
+    """Images under `folder`, nested ones included, sorted; other visible files go to `skipped`."""
+    images = []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
+    return images
+
+
+def _rows(files: list[Path], split: str, split_root: Path, label: int) -> list[dict]:
+    return [{"id": f"{split}/{f.relative_to(split_root).as_posix()}", "path": str(f.resolve()), "image": None,
+             "split": split, "label": label} for f in files]
+
+
+def _presplit_rows(split_roots: dict[str, Path], class_folders: list[str], skipped: list[Path]) -> pd.DataFrame:
+    rows = []
+    for label, folder in enumerate(class_folders):
+        for split, split_root in split_roots.items():
+            files = _files(split_root / folder, skipped)
+            if not files:
+                raise PipelineError(f"class folder {split_root / folder} holds no images; every class needs "
+                                    f"{split} images (or remove the folder from every split)")
+            rows += _rows(files, split, split_root, label)
+    return pd.DataFrame(rows)
+
+
+def _random_split_rows(root: Path, class_folders: list[str], params: DatasetParams,
+                       skipped: list[Path]) -> pd.DataFrame:
+    rows = []
+    rng = np.random.default_rng(params.split_seed)
+    for label, folder in enumerate(class_folders):
+        files = _files(root / folder, skipped)
+        if len(files) < 2:
+            raise PipelineError(f"class folder {root / folder} holds {len(files)} image(s); each class needs at least 2")
+        order = rng.permutation(len(files))
+        is_test = np.zeros(len(files), dtype=bool)
+        is_test[order[:max(1, int(round(params.test_fraction * len(files))))]] = True
+        rows += _rows([f for f, test in zip(files, is_test) if not test], "train", root, label)
+        rows += _rows([f for f, test in zip(files, is_test) if test], "test", root, label)
+    return pd.DataFrame(rows)
+
+
+def _check_unique_ids(frame: pd.DataFrame) -> None:
+    repeated = frame.loc[frame["id"].duplicated(), "id"].tolist()
+    if repeated:
+        raise PipelineError(f"{len(repeated)} manifest id(s) repeat: {_listing(repeated)}; this is a bug in the "
+                            "folder source (ids come from unique relative paths), please report it with the layout")
+
+
+def _check_decodable(paths: list[str]) -> None:
+    """Decode every image in full, as training will (PIL's verify() passes a truncated JPEG); once each."""
+    log.info("decoding %d images to check them", len(paths))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        problems = sorted(p for p in pool.map(_decode_problem, paths) if p)
+    if problems:
+        raise PipelineError(f"{len(problems)} image(s) cannot be read: {_listing(problems, separator='; ')}. "
+                            "Remove or replace them, then run again.")
+
+
+def _decode_problem(path: str) -> str | None:
+    try:
+        open_image(path, None)
+    except UnidentifiedImageError:
+        return f"{path} (not an image format Pillow reads)"
+    except Exception as error:  # PIL raises many kinds; all mean the same to the user
+        return f"{path} ({type(error).__name__}: {error})"
+    return None
+
+
+def _listing(items: list[str], separator: str = ", ") -> str:
+    return separator.join(items[:SHOWN]) + (f"{separator}... ({len(items)} in all)" if len(items) > SHOWN else "")

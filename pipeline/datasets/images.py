@@ -1,0 +1,57 @@
+"""Open a manifest row's image as 8-bit RGB, whatever mode its file stores.
+
+Pillow's `convert("RGB")` clips high-bit-depth pixels instead of scaling them (a 16-bit PNG turns
+white) and drops alpha (transparent pixels show whatever colour they hide). The rule here:
+
+- 16-bit grey (`I;16*`): value / 257, rounded, so 0..65535 maps exactly onto 0..255;
+- 32-bit integer (`I`): the same / 257 when every value lies in 0..65535 (16-bit data, as some
+  readers store it), otherwise the image's own min..max is stretched onto 0..255;
+- float (`F`): value * 255 when every value lies in 0..1, otherwise min..max stretched onto 0..255;
+- with alpha (`RGBA`, `LA`, `PA`, premultiplied `RGBa`) or a transparent colour (PNG `tRNS`, GIF-style
+  palettes): composited on white, as image viewers show them;
+- everything else (`L`, `1`, `P`, `CMYK`, `YCbCr`, `RGB`): Pillow's own conversion.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+SIXTEEN_BIT_STEP = 257  # 65535 / 255
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def open_image(path: str | None, data: bytes | None) -> Image.Image:
+    """Open a manifest row's image as RGB, from its path or its bytes (decodes every pixel)."""
+    source = io.BytesIO(data) if data is not None else path
+    with Image.open(source) as image:
+        return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I") or image.mode == "F":
+        return _grey_to_8bit(image).convert("RGB")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _grey_to_8bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    low, high = values.min(), values.max()
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / SIXTEEN_BIT_STEP
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255
+    else:
+        scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))

@@ -1,0 +1,89 @@
+"""Paradigms (UL, SSL, TRZSL): which training labels the methods may use, written into the manifest."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from pipeline.datasets import Dataset, load_dataset
+from pipeline.datasets.images import open_image
+from pipeline.errors import PipelineError
+from pipeline.params import DatasetParams, ParadigmParams
+from pipeline.plots import class_grid
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["id", "path", "image", "split", "label", "labeled", "seen"]
+
+
+def seen_classes(n_classes: int, options: ParadigmParams) -> np.ndarray:
+    """TRZSL's seen classes: `rng(split_seed).choice(C, int(0.62 C))`, sorted."""
+    rng = np.random.default_rng(options.split_seed)
+    return np.sort(rng.choice(n_classes, int(options.seen_fraction * n_classes), replace=False))
+
+
+def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, seed: int) -> pd.DataFrame:
+    """Add `labeled` and `seen`: which training labels the methods may use, and which classes are seen."""
+    frame = dataset.frame.copy()
+    n_classes = len(dataset.class_names)
+    train = (frame["split"] == "train").to_numpy()
+    frame["labeled"] = False
+    frame["seen"] = True
+    if paradigm == "ssl":
+        rng = np.random.default_rng(seed)
+        labels = frame["label"].to_numpy()
+        chosen = []
+        for label in range(n_classes):
+            candidates = np.flatnonzero(train & (labels == label))
+            if len(candidates) <= options.n_label:
+                raise PipelineError(
+                    f"SSL needs more than paradigm_options.n_label={options.n_label} training images per class; "
+                    f"class {dataset.class_names[label]!r} has {len(candidates)}. Lower n_label."
+                )
+            chosen += rng.choice(candidates, options.n_label, replace=False).tolist()
+        frame.loc[frame.index[chosen], "labeled"] = True
+    elif paradigm == "trzsl":
+        seen = seen_classes(n_classes, options)
+        if len(seen) in (0, n_classes):
+            raise PipelineError(
+                f"TRZSL with {n_classes} classes and seen_fraction={options.seen_fraction} leaves "
+                "no seen or no unseen class; change paradigm_options.seen_fraction"
+            )
+        frame["seen"] = frame["label"].isin(seen)
+        frame["labeled"] = train & frame["seen"].to_numpy()
+    return frame[MANIFEST_COLUMNS]
+
+
+def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParams, seed: int
+            ) -> tuple[pd.DataFrame, list[str]]:
+    dataset = load_dataset(dataset_params)
+    manifest = apply_paradigm(dataset, paradigm, options, seed)
+    counts = manifest.groupby("split").size().to_dict()
+    log.info("%s: %d classes, %s images, %d labeled for training (%s)", dataset_params.name,
+             len(dataset.class_names), counts, int(manifest["labeled"].sum()), paradigm.upper())
+    return manifest, dataset.class_names
+
+
+def class_sheet(manifest: pd.DataFrame, class_names: list[str], png_path, max_classes: int, per_class: int) -> None:
+    """A PNG grid of the first training images of each class, to see the domain being adapted to."""
+    train = manifest[manifest["split"] == "train"]
+    rows = []
+    for label, name in list(enumerate(class_names))[:max_classes]:
+        members = train[train["label"] == label].head(per_class)
+        rows.append((name, [open_image(path, data) for path, data in zip(members["path"], members["image"])]))
+    class_grid(rows, png_path, "no training images")
+
+
+def unlabeled_mask(manifest: pd.DataFrame) -> np.ndarray:
+    """Training images whose labels the methods may not use: the pool pseudo-labels are drawn from."""
+    return ((manifest["split"] == "train") & ~manifest["labeled"]).to_numpy()
+
+
+def pseudo_label_classes(manifest: pd.DataFrame, n_classes: int, paradigm: str) -> np.ndarray:
+    """Classes pseudo-labels may take: all, or in TRZSL only the unseen ones."""
+    if paradigm != "trzsl":
+        return np.arange(n_classes)
+    seen = set(manifest.loc[manifest["seen"], "label"].unique().tolist())
+    return np.array([c for c in range(n_classes) if c not in seen])
