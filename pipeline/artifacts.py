@@ -1,7 +1,9 @@
 """Artifact I/O: atomic writes, Parquet tables with embedding columns, JSON.
 
 Every writer goes through a temporary file and a rename, so an interrupted or failed stage never
-leaves a half-written artifact behind for DVC (or a person) to mistake for a finished one.
+leaves a half-written artifact behind for DVC (or a person) to mistake for a finished one. The file
+is flushed to disk before the rename (a power cut cannot leave an empty file under the final name) and
+gets the permissions the umask allows, as a plain `open` would (mkstemp alone makes it 0600).
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -29,6 +37,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+LOGIT_SCALE = 100.0  # CLIP's fixed logit scale, s = 100 · f tᵀ: every posterior and loss here is on it
+
 
 @dataclass(frozen=True)
 class Candidates:

@@ -21,7 +21,22 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise PipelineError(f"{key}={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise PipelineError(f"{key}={name!r} but Apple's MPS backend is not available on this machine; "
+                            f"set {key}: cpu (or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise PipelineError(f"{key}={name!r}: the pipeline runs on cpu, cuda or mps; set {key}: auto")
     return device
+
+
+DEVICE_KEYS = ("adapt.device", "generate.device", "clip.device", "train.device")
+
+
+def check_devices(params) -> None:
+    """Resolve every device key of `params` now, so a missing GPU fails before minutes of earlier stages."""
+    for key in DEVICE_KEYS:
+        section, field = key.split(".")
+        resolve_device(getattr(getattr(params, section), field), key)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

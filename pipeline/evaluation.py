@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.prompts import LOGIT_SCALE
+from pipeline.candidates import LOGIT_SCALE
 
 
 def predict(features: np.ndarray, class_weights: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ image never depends on which other images shared its batch or its shard.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -16,6 +18,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -174,8 +177,45 @@ def _generate_shard(pipe: DiffusionPipeline, jobs: list[_Job], params: GenerateP
     return pd.DataFrame(rows, columns=COLUMNS).astype(_DTYPES)
 
 
-def _is_complete(path: Path, rows: int) -> bool:
-    return path.exists() and pq.ParquetFile(path).metadata.num_rows == rows
+def _cached_shard_problem(path: Path, jobs: list[_Job]) -> str | None:
+    """Why the cached shard cannot be reused (None: it can): it must read back with the generator's
+    columns and exactly the ids of its jobs, in order. A truncated or foreign file is not a shard."""
+    try:
+        table = pq.read_table(path, columns=["id"])
+        columns = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several kinds for a damaged file; all mean "regenerate"
+        return f"unreadable ({type(error).__name__}: {str(error)[:120]})"
+    if columns != COLUMNS:
+        return f"columns {columns} are not a generator shard's {COLUMNS}"
+    ids = table.column("id").to_pylist()
+    if ids != [job.id for job in jobs]:
+        return f"holds {len(ids)} images whose ids do not match the {len(jobs)} planned for it"
+    return None
+
+
+def _reusable(path: Path, jobs: list[_Job]) -> bool:
+    """True for a good cached shard; a bad one is named in a warning and deleted, to be generated again."""
+    problem = _cached_shard_problem(path, jobs)
+    if problem is not None:
+        log.warning("cached shard %s is %s; deleting it and generating it again", path, problem)
+        path.unlink()
+    return problem is None
+
+
+@contextlib.contextmanager
+def _cache_lock(cache: Path) -> Iterator[None]:
+    """One writer per cache key at a time: a second run that wants the same images waits, then finds the
+    shards finished. Under the lock, temporary files left by a killed writer are safe to delete."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another run is generating into %s; waiting for it", cache)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        for stale in cache.glob(".shard-*.tmp"):
+            stale.unlink()
+        yield
 
 
 def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int, out_dir: Path,
@@ -197,10 +237,10 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
     pipe = None
     summary = []
     total = sum(len(jobs) for jobs in shards)
-    with tqdm(total=total, unit="image", desc="generate", disable=not progress) as bar:
+    with _cache_lock(cache), tqdm(total=total, unit="image", desc="generate", disable=not progress) as bar:
         for index, jobs in enumerate(shards):
             cached = cache / _shard_name(index)
-            from_cache = _is_complete(cached, len(jobs))
+            from_cache = cached.exists() and _reusable(cached, jobs)
             if from_cache:
                 bar.update(len(jobs))
             else:
@@ -209,9 +249,9 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
                 write_table(cached, _generate_shard(pipe, jobs, params, device, bar))
             summary.append({"shard": _shard_name(index), "images": len(jobs), "from_cache": from_cache})
 
-    for row in summary:
-        with atomic_path(out_dir / row["shard"]) as tmp:
-            shutil.copyfile(cache / row["shard"], tmp)
+        for row in summary:
+            with atomic_path(out_dir / row["shard"]) as tmp:
+                shutil.copyfile(cache / row["shard"], tmp)
     summary = pd.DataFrame(summary, columns=["shard", "images", "from_cache"])
     reused = int(summary.loc[summary["from_cache"], "images"].sum())
     log.info("generate: %d images generated, %d taken from cache %s", total - reused, reused, cache)
@@ -224,6 +264,22 @@ def read_synthetic(out_dir: Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _DTYPES.items()})
     return pd.concat(frames, ignore_index=True).astype(_DTYPES)
+
+
+def read_planned_synthetic(out_dir: Path, params: GenerateParams, class_names: list[str]) -> pd.DataFrame:
+    """The synthetic images of `out_dir`, refused unless they are exactly the images `params` plan: a
+    killed `generate` (missing shards) or a stray file must not reach the auxiliary classifier."""
+    frame = read_synthetic(out_dir)
+    planned = [job.id for jobs in _plan(params, class_names, params.seed) for job in jobs]
+    if frame["id"].tolist() != planned:
+        found = set(frame["id"])
+        missing = [image_id for image_id in planned if image_id not in found]
+        raise PipelineError(
+            f"{out_dir} holds {len(frame)} synthetic images, but generate.images_per_class="
+            f"{params.images_per_class} for {len(class_names)} classes plans {len(planned)}"
+            + (f" (missing e.g. {missing[:3]})" if missing else " (ids or order differ)")
+            + "; run the generate stage again (dvc repro generate, or python -m stages.generate)")
+    return frame
 
 
 def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int,

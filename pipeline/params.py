@@ -6,6 +6,7 @@ the bad value and the allowed values, before any work starts.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -26,6 +27,15 @@ BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "noise")
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value, info):
+        """YAML's `true` would pass as the number 1 (`epochs: true` trains one epoch): only a yes/no
+        key takes a boolean."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("a boolean is not allowed here; give a value of the key's type")
+        return value
+
 
 def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
@@ -42,7 +52,7 @@ def _range(value: list[float], key: str) -> list[float]:
 class WorldParams(_Strict):
     """The demo world's knobs (`dataset.name: demo`): the defaults are its shifted target domain."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     images_per_class: int = Field(24, ge=2)
     test_images_per_class: int = Field(24, ge=1)
     image_size: int = Field(32, ge=16)
@@ -74,7 +84,7 @@ class DatasetParams(_Strict):
     download: bool = False
     class_names_file: Optional[str] = None
     test_fraction: float = Field(0.5, gt=0, lt=1)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     demo: WorldParams = WorldParams()
 
     @field_validator("name")
@@ -98,14 +108,14 @@ class ParadigmParams(_Strict):
 
     n_label: int = Field(2, ge=1)
     seen_fraction: float = Field(0.62, gt=0, lt=1)
-    split_seed: int = 500
+    split_seed: int = Field(500, ge=0)
 
 
 class GenerateParams(_Strict):
     """Text-to-image generation of synthetic class images through diffusers."""
 
     model: str = "stabilityai/sd-turbo"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     images_per_class: int = Field(16, ge=0)
     templates: list[str] = ["a photo of a {}"]
     size: int = Field(512, ge=8)
@@ -123,8 +133,15 @@ class GenerateParams(_Strict):
         if not value:
             raise ValueError("give at least one template, e.g. ['a photo of a {}']")
         for template in value:
-            if "{}" not in template:
-                raise ValueError(f"template {template!r} has no '{{}}' slot for the class name")
+            try:
+                fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+            except ValueError as error:  # an unmatched brace
+                raise ValueError(f"template {template!r} is not a format string ({error}); "
+                                 "write a literal brace as {{ or }}") from None
+            if fields != [""]:
+                raise ValueError(f"template {template!r} must have exactly one '{{}}' slot for the class name "
+                                 f"and no other fields (found {len(fields)}: {fields}); "
+                                 "write a literal brace as {{ or }}")
         return value
 
 
@@ -141,7 +158,7 @@ class AdaptParams(_Strict):
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(4, ge=1)
     resolution: int = Field(512, ge=8)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: str = "auto"
 
 
@@ -246,7 +263,7 @@ class EvaluateParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0)   # numpy's generators take no negative seed
     method: str = "air"
     paradigm: str = "ul"
     dataset: DatasetParams = DatasetParams()
@@ -270,6 +287,16 @@ class Params(_Strict):
     @classmethod
     def _paradigm(cls, value: str) -> str:
         return _one_of(value, PARADIGMS, "paradigm")
+
+    @model_validator(mode="after")
+    def _synthetic_images_for_air(self) -> "Params":
+        """A method that votes with synthetic images cannot run without them (its votes would be uniform)."""
+        from pipeline.methods import registry
+
+        if registry()[self.method].needs_prototypes and self.generate.images_per_class == 0:
+            raise ValueError(f"method {self.method!r} builds its auxiliary classifier from synthetic images, "
+                             "but generate.images_per_class is 0; set it to 16 or more")
+        return self
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -300,4 +327,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    if not data:
+        raise PipelineError(f"{path} is empty; restore it (git checkout {path}) or write at least the keys "
+                            "you change from the shipped params.yaml")
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path} must be a mapping of keys to values, not a {type(data).__name__}")
     return parse_params(data, str(path))

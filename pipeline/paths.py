@@ -2,6 +2,10 @@
 
 from pathlib import Path
 
+INPUTS = Path("data/inputs")            # fingerprints of inputs outside the repo (the check stage)
+DATASET_INPUT = INPUTS / "dataset.json"
+CLIP_INPUT = INPUTS / "clip.json"
+GENERATOR_INPUT = INPUTS / "generator.json"
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.parquet"
 CLASSES = PREPARED / "classes.json"

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
-LOGIT_SCALE = 100.0  # CLIP's fixed logit scale, s = 100 · f tᵀ
 PLACEHOLDER = "X"
 
 

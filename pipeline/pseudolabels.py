@@ -12,8 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from pipeline.candidates import Candidates
-from pipeline.prompts import LOGIT_SCALE
+from pipeline.candidates import LOGIT_SCALE, Candidates
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

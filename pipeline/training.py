@@ -17,11 +17,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.candidates import Candidates, candidate_loss
+from pipeline.candidates import LOGIT_SCALE, Candidates, candidate_loss
 from pipeline.methods import LossTerm, Method
 from pipeline.params import TrainParams
 from pipeline.pool import Pool
-from pipeline.prompts import LOGIT_SCALE, PromptLearner
+from pipeline.prompts import PromptLearner
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pipeline import paths
 from pipeline.artifacts import read_json, read_table, write_table
 from pipeline.devices import resolve_device
 from pipeline.features import encode_images, encode_prompts
-from pipeline.generation import read_synthetic
+from pipeline.generation import read_planned_synthetic
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from stages._cli import stage
@@ -53,7 +53,7 @@ def synthetic(params_file: Path = typer.Option(Path("params.yaml"), "--params"))
     with stage("features synthetic") as log:
         params = load_params(params_file)
         clip, options, metadata = _clip(params)
-        frame = read_synthetic(paths.SYNTHETIC)
+        frame = read_planned_synthetic(paths.SYNTHETIC, params.generate, read_json(paths.CLASSES))
         log.info("encoding %d synthetic images with %s (%s)", len(frame), params.clip.arch, params.clip.pretrained)
         _write_images(paths.SYNTHETIC_FEATURES, frame, clip, options, metadata, "synthetic images")
 

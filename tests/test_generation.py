@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline import generation
 from pipeline.errors import PipelineError
 from pipeline.generation import (
-    COLUMNS, contact_sheet, generate_synthetic, image_seed, load_generator, read_synthetic,
+    COLUMNS, contact_sheet, generate_synthetic, image_seed, load_generator, read_planned_synthetic, read_synthetic,
 )
 from pipeline.params import GenerateParams
 from pipeline.models import register_model_configs
@@ -110,7 +110,7 @@ def test_resume_generates_only_missing_shards(tmp_path, recorder):
     with pytest.raises(RuntimeError, match="simulated crash"):
         generate_synthetic(params_b, CLASSES, seed=0, out_dir=tmp_path / "b", progress=False)
     (cache,) = (tmp_path / "cache-y").iterdir()
-    assert sorted(path.name for path in cache.iterdir()) == ["shard-00000.parquet"]
+    assert sorted(path.name for path in cache.iterdir()) == [".lock", "shard-00000.parquet"]
 
     rec = recorder()
     summary = generate_synthetic(params_b, CLASSES, seed=0, out_dir=tmp_path / "b", progress=False)
@@ -208,3 +208,76 @@ def test_tiny_clip_encodes():
     image = preprocess(Image.new("RGB", (50, 40), "red")).unsqueeze(0)
     assert model.encode_image(image).shape == (1, 32)
     assert model.encode_text(open_clip.get_tokenizer(TINY_CLIP)(["a cat", "a dog"])).shape == (2, 32)
+
+
+def test_damaged_or_foreign_cached_shards_are_regenerated_byte_identical(tmp_path, recorder, caplog):
+    """A truncated shard (killed mid-copy, disk fault) and a foreign Parquet file with the right row count
+    are both named, deleted and generated again; the result equals an undisturbed run byte for byte."""
+    params = _params(tmp_path / "cache")
+    recorder()
+    generate_synthetic(params, CLASSES, seed=0, out_dir=tmp_path / "clean", progress=False)
+    clean = read_synthetic(tmp_path / "clean")
+    (cache,) = (tmp_path / "cache").iterdir()
+    first, second = cache / "shard-00000.parquet", cache / "shard-00001.parquet"
+    first.write_bytes(first.read_bytes()[:200])
+    foreign = read_synthetic(tmp_path / "clean").iloc[6:12].assign(id=[f"other-{i}" for i in range(6)])
+    foreign.to_parquet(second, index=False)
+    (cache / ".shard-00002.parquet.abc.tmp").write_bytes(b"left by a killed writer")
+
+    rec = recorder()
+    with caplog.at_level("WARNING", logger="pipeline.generation"):
+        summary = generate_synthetic(params, CLASSES, seed=0, out_dir=tmp_path / "again", progress=False)
+    assert summary["from_cache"].tolist() == [False, False, True]
+    assert rec.batches == [4, 2, 4, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert str(first) in warnings[0] and "unreadable" in warnings[0]
+    assert str(second) in warnings[1] and "ids do not match" in warnings[1]
+    assert not list(cache.glob(".shard-*.tmp"))
+    again = read_synthetic(tmp_path / "again")
+    assert again["image"].tolist() == clean["image"].tolist() and again["id"].tolist() == clean["id"].tolist()
+
+
+def test_concurrent_writers_of_one_cache_end_with_identical_shards(tmp_path, tiny_pipe, monkeypatch):
+    """Two runs wanting the same images at once (queued experiments sharing the cache): the second waits
+    for the first's lock, then reuses every shard; both outputs are byte-identical."""
+    import threading
+
+    calls = []
+    lock = threading.Lock()
+
+    def pipe(**kwargs):
+        with lock:
+            calls.append(len(kwargs["prompt"]))
+            return tiny_pipe(**kwargs)
+
+    monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None: pipe)
+    params = _params(tmp_path / "cache")
+    summaries = {}
+
+    def writer(name):
+        summaries[name] = generate_synthetic(params, CLASSES, seed=0, out_dir=tmp_path / name, progress=False)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(calls) == len(CLASSES) * params.images_per_class  # every image generated exactly once
+    assert sorted(summary["from_cache"].all() for summary in summaries.values()) == [False, True]
+    for shard in ("shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"):
+        assert (tmp_path / "a" / shard).read_bytes() == (tmp_path / "b" / shard).read_bytes()
+
+
+def test_features_refuse_a_missing_shard(tmp_path, recorder):
+    """After a killed `generate`, the synthetic images are incomplete: reading them for the auxiliary
+    classifier is an error that counts what is missing and names the fix."""
+    recorder()
+    params = _params(tmp_path / "cache")
+    out = tmp_path / "out"
+    generate_synthetic(params, CLASSES, seed=0, out_dir=out, progress=False)
+    assert len(read_planned_synthetic(out, params, CLASSES)) == 15
+    (out / "shard-00001.parquet").unlink()
+    with pytest.raises(PipelineError, match=r"holds 9 synthetic images.*plans 15 \(missing e.g. \['syn-0001-00001'"
+                                            r".*run the generate stage again"):
+        read_planned_synthetic(out, params, CLASSES)

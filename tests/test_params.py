@@ -37,7 +37,7 @@ def test_misspelled_key_and_bad_choice():
         parse_params({"dataset": {"demo": {"contrast": [0.9, 0.5]}}})
     with pytest.raises(PipelineError, match=r"dataset.demo.backgrounds.0: .*'plain', 'gradient'"):
         parse_params({"dataset": {"demo": {"backgrounds": ["zebra"]}}})
-    with pytest.raises(PipelineError, match=r"has no '\{\}' slot"):
+    with pytest.raises(PipelineError, match=r"template 'a photo' must have exactly one '\{\}' slot .*found 0"):
         parse_params({"clip": {"templates": ["a photo"]}})
 
 

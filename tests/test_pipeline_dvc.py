@@ -15,15 +15,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "features_real", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
+STAGES = ["check", "prepare", "features_real", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
           "pseudolabel", "train", "evaluate"]
 
 
-def run(args: list[str], cwd: Path, stdout_only: bool = False) -> str:
+def run(args: list[str], cwd: Path, stdout_only: bool = False, fails: bool = False) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(cwd))
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    if fails:
+        assert done.returncode != 0, f"{' '.join(args)} should have failed:\n{done.stdout}\n{done.stderr}"
+    else:
+        assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout if stdout_only else done.stdout + done.stderr
 
 
@@ -96,33 +99,40 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
         assert (repo / "plots" / plot).exists(), plot
 
     again = run(["dvc", "repro"], repo)
-    assert ran(again) == []
+    assert ran(again) == ["check"]  # check always runs (about a second); its fingerprints did not change
+
+    # A typo added to the params of an up-to-date workspace stops `dvc repro` before any stage.
+    valid = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(valid.replace("train:\n", "train:\n  epoch: 3\n", 1))
+    typo = run(["dvc", "repro"], repo, fails=True)
+    assert "train.epoch: unknown key" in typo and ran(typo) == ["check"]
+    (repo / "params.yaml").write_text(valid)
 
     cached = sorted((repo / ".cache/generate").rglob("*.parquet"))
     before = {path: path.stat().st_mtime_ns for path in cached}
     set_params(repo, train__epochs=3)
     changed = run(["dvc", "repro"], repo)
-    assert ran(changed) == ["train", "evaluate"]
+    assert ran(changed) == ["check", "train", "evaluate"]
     assert {path: path.stat().st_mtime_ns for path in cached} == before  # 0 images regenerated
 
     set_params(repo, adapt__enabled=False)
     disabled = run(["dvc", "repro"], repo)
-    assert ran(disabled) == STAGES[2:]
+    assert ran(disabled) == ["check"] + STAGES[3:]
     assert json.loads((repo / "data/adapter/adapter.json").read_text()) == {"enabled": False}
     assert not (repo / "data/adapter/pytorch_lora_weights.safetensors").exists()
     # While adaptation is off its knobs change nothing downstream: the adapter folder is the same.
     set_params(repo, adapt__rank=2)
-    assert ran(run(["dvc", "repro"], repo)) == ["adapt"]
+    assert ran(run(["dvc", "repro"], repo)) == ["check", "adapt"]
 
 
 def test_experiments_compare_methods(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
     zeroshot = run(["dvc", "exp", "run", "-S", "method=zeroshot"], repo)
-    assert ran(zeroshot) == ["pseudolabel", "train", "evaluate"]
+    assert ran(zeroshot) == ["check", "pseudolabel", "train", "evaluate"]
     run(["dvc", "exp", "run", "-S", "method=air"], repo)
     cpl = run(["dvc", "exp", "run", "-S", "method=cpl", "-S", "train.ensemble=2"], repo)
-    assert ran(cpl) == ["pseudolabel", "train", "evaluate"]
+    assert ran(cpl) == ["check", "pseudolabel", "train", "evaluate"]
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
     assert all(label in list(c) for c, label in zip(pseudo["candidates"], pseudo["pseudo_label"]))
     assert all(abs(sum(w) - 1) < 1e-5 for w in pseudo["candidate_weights"])  # CPL's round 1: soft targets
@@ -143,3 +153,24 @@ def test_experiments_compare_methods(repo):
         assert {"accuracy", "pseudo_label_accuracy", "n_pseudo_labels", "candidate_coverage",
                 "mean_candidate_set_size"} <= set(metrics)
     assert rows["cpl"]["candidate_coverage"] >= rows["cpl"]["pseudo_label_accuracy"]
+
+
+def test_an_image_changed_outside_the_repo_reruns_what_reads_it(repo, tmp_path):
+    """DVC cannot hash a dataset folder outside the repo; the check stage's fingerprint makes it see a
+    replaced image (same name) and re-run every stage that reads images, and nothing once it has."""
+    from PIL import Image
+
+    root = tmp_path / "outside"
+    for label, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for index in range(4):
+            Image.new("RGB", (32, 32), (60 * label, 30 * index, 90)).save(root / name / f"{index}.png")
+    set_params(repo, dataset__name="folder", dataset__root=str(root), method="zeroshot", adapt__enabled=False,
+               generate__images_per_class=0)
+    run(["dvc", "repro"], repo)
+    assert ran(run(["dvc", "repro"], repo)) == ["check"]
+
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(root / "dog" / "2.png")
+    rerun = ran(run(["dvc", "repro"], repo))
+    assert rerun[:3] == ["check", "prepare", "features_real"] and "diagnose" in rerun and "generate" not in rerun
+    assert ran(run(["dvc", "repro"], repo)) == ["check"]
