@@ -33,6 +33,7 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from pipeline.datasets.images import open_image
+from pipeline.devices import rebalance_threads
 from pipeline.errors import PipelineError
 from pipeline.params import AdaptParams, Params
 from pipeline.pseudolabels import select_upl, text_posterior
@@ -196,6 +197,7 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
                 on_step(step, loss.item())
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+                rebalance_threads()
     unet.eval()
     log.info("adapted %d LoRA tensors (%d parameters) in %.1f s", len(trainable),
              sum(p.numel() for p in trainable), time.perf_counter() - started)

@@ -31,10 +31,11 @@ from pipeline.adaptation import LORA_FILE, load_adapter
 from pipeline.artifacts import atomic_path, read_table, write_table
 from pipeline.demo.generator import MARKER as DEMO_MARKER
 from pipeline.demo.generator import DemoPipeline
-from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.devices import rebalance_threads, resolve_device, resolve_dtype
 from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import GenerateParams
+from pipeline.paths import shared_root
 from pipeline.plots import class_grid
 from pipeline.tiny import build_tiny_diffusion
 
@@ -228,7 +229,7 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
     device = resolve_device(params.device, key="generate.device")
     dtype = resolve_dtype(params.dtype, device)
     shards = _plan(params, class_names, seed)
-    cache = Path(params.cache_dir) / _cache_key(params, class_names, seed, dtype, adapter)
+    cache = shared_root() / params.cache_dir / _cache_key(params, class_names, seed, dtype, adapter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob(SHARD_GLOB), *out_dir.glob(".shard-*.tmp")]:
@@ -239,6 +240,7 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
     total = sum(len(jobs) for jobs in shards)
     with _cache_lock(cache), tqdm(total=total, unit="image", desc="generate", disable=not progress) as bar:
         for index, jobs in enumerate(shards):
+            rebalance_threads()
             cached = cache / _shard_name(index)
             from_cache = cached.exists() and _reusable(cached, jobs)
             if from_cache:

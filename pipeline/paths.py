@@ -2,6 +2,20 @@
 
 from pathlib import Path
 
+DVC_TEMP_WORKSPACES = (".dvc", "tmp", "exps")
+
+
+def shared_root(workspace: Path | None = None) -> Path:
+    """The project a workspace belongs to: itself, or for the temporary workspace of a queued or
+    `--temp` experiment (`<project>/.dvc/tmp/exps/<tmp>/`) the project it was made from, so caches
+    meant to be shared (generated images, running-stage registry) are shared by every experiment."""
+    parts = (workspace or Path.cwd()).resolve().parts
+    for index in range(len(parts) - len(DVC_TEMP_WORKSPACES)):
+        if parts[index:index + len(DVC_TEMP_WORKSPACES)] == DVC_TEMP_WORKSPACES:
+            return Path(*parts[:index])
+    return (workspace or Path.cwd()).resolve()
+
+
 INPUTS = Path("data/inputs")            # fingerprints of inputs outside the repo (the check stage)
 DATASET_INPUT = INPUTS / "dataset.json"
 CLIP_INPUT = INPUTS / "clip.json"

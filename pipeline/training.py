@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.candidates import LOGIT_SCALE, Candidates, candidate_loss
+from pipeline.devices import rebalance_threads
 from pipeline.methods import LossTerm, Method
 from pipeline.params import TrainParams
 from pipeline.pool import Pool
@@ -68,6 +69,7 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
     history = []
     learner.train()
     for epoch in range(params.epochs):
+        rebalance_threads()
         order = rng.permutation(main_size)
         total = 0.0
         for step in range(epoch_steps):

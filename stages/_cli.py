@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.devices import share_cores
 from pipeline.errors import PipelineError
+from pipeline.paths import shared_root
 
-LOCKS = Path(".cache/locks")
+LOCKS = Path(".cache/locks")       # per workspace: one copy of each stage
+RUNNING = Path(".cache/running")   # per project (queued experiments included): who shares the cores
 
 
 @contextlib.contextmanager
@@ -59,7 +62,7 @@ def stage(name: str) -> Iterator[logging.Logger]:
     log = logging.getLogger(f"stage.{name}")
     started = time.perf_counter()
     try:
-        with _stage_lock(name):
+        with _stage_lock(name), share_cores(shared_root() / RUNNING):
             yield log
     except PipelineError as error:
         print(f"error in stage {name}: {error}", file=sys.stderr)

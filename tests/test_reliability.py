@@ -207,8 +207,12 @@ def test_an_unwritable_output_folder_is_one_line(project, monkeypatch):
     """As root a read-only folder is still writable, so the fault is injected where the write happens."""
     import tempfile
 
+    original = tempfile.mkstemp
+
     def refuse(*args, dir=None, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        if str(dir).startswith("data"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return original(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     code, output = invoke(prepare)
@@ -225,3 +229,42 @@ def test_artifacts_respect_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
+
+
+# --- queued experiments: one generation cache, and the cores shared -------------------------------
+
+def test_temporary_experiment_workspaces_share_the_project_root(tmp_path):
+    from pipeline.paths import shared_root
+
+    project = tmp_path / "project"
+    queued = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    queued.mkdir(parents=True)
+    assert shared_root(queued) == project.resolve()
+    assert shared_root(project) == project.resolve()
+
+
+def test_running_stages_split_the_cores(tmp_path, monkeypatch):
+    from pipeline.devices import CoreShare
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("PIPELINE_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        first = CoreShare(tmp_path / "running")
+        first.cores = 4
+        with first:
+            assert first.running() == 1 and torch.get_num_threads() == 4
+            second = CoreShare(tmp_path / "running")
+            second.cores = 4
+            with second:
+                assert second.running() == 2 and torch.get_num_threads() == 2
+                first.rebalance()
+                assert torch.get_num_threads() == 2
+            (tmp_path / "running" / "999999-dead.lock").write_text("")  # a killed stage's file, unlocked
+            assert first.running() == 1 and not (tmp_path / "running" / "999999-dead.lock").exists()
+            first.rebalance()
+            assert torch.get_num_threads() == 4
+        monkeypatch.setenv("PIPELINE_THREADS", "3")
+        assert CoreShare(tmp_path / "running").threads() == 3
+    finally:
+        torch.set_num_threads(threads)
