@@ -2,8 +2,9 @@
 
     python scripts/adaptation_report.py studies/adaptation results/adaptation results/adaptation_runs.json
 
-Writes `<out>.md` (markdown tables) and `<out>_diagnostics.json` (every variant's diagnostics, to keep
-with the repository).
+Writes `<out>.md` (markdown tables), `<out>_diagnostics.json` (every variant's diagnostics, to keep
+with the repository) and `<out>_per_class.png` (AiR's images-per-class ablation: test accuracy of
+adapted AiR and the auxiliary classifier's training-pool accuracy against M).
 """
 
 from __future__ import annotations
@@ -83,6 +84,60 @@ def runs_table(rows: list[dict]) -> tuple[list[str], dict]:
     return lines, groups
 
 
+def _per_class_runs(rows: list[dict]) -> dict[int, list[float]]:
+    """Test accuracy of plain adapted AiR (domain captions, no other override) by images per class M."""
+    by_m = defaultdict(list)
+    for row in rows:
+        extra = [o for o in row["overrides"] if not o.startswith(("seed=", "@per_class=", "@synthetic=", "method="))]
+        synthetic = next((o for o in row["overrides"] if o.startswith("@synthetic=")), "")
+        if extra or "method=air" not in row["overrides"] or "/domain-" not in synthetic:
+            continue
+        m = int(next(o for o in row["overrides"] if o.startswith("@per_class=")).split("=")[1])
+        by_m[m].append(row["metrics"]["accuracy"])
+    return dict(sorted(by_m.items()))
+
+
+def per_class_section(rows: list[dict], variants: dict[str, dict], png: Path) -> list[str]:
+    """The paper's ablation on our world: test accuracy of adapted AiR-GRIP against M (3 seeds), next to
+    the auxiliary classifier's own training-pool accuracy for the same images (every prefix of 128)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    accuracy = _per_class_runs(rows)
+    auxiliary = defaultdict(list)
+    for name, result in variants.items():
+        if name.startswith("domain-") and name.endswith("-128"):
+            for m, row in result["by_images_per_class"].items():
+                auxiliary[int(m)].append(row["train_pool_accuracy"]["auxiliary_prototype_keepall"])
+    text = next(iter(variants.values()))["by_images_per_class"]["16"]["train_pool_accuracy"]["text"]
+    lines = ["| synthetic images per class M | seeds | adapted AiR-GRIP test accuracy | auxiliary classifier, "
+             "training pool (analysis only) |", "| --- | --- | --- | --- |"]
+    for m in sorted(set(accuracy) | set(auxiliary)):
+        lines.append(f"| {m} | {len(accuracy.get(m, []))} | {_stat(accuracy.get(m, []))} | {_stat(auxiliary.get(m, []))} |")
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for axis, data, title in ((axes[0], accuracy, "adapted AiR-GRIP, test accuracy"),
+                              (axes[1], auxiliary, "auxiliary classifier, training pool")):
+        ms = sorted(data)
+        mean = [100 * np.mean(data[m]) for m in ms]
+        std = [100 * np.std(data[m], ddof=1) if len(data[m]) > 1 else 0 for m in ms]
+        axis.errorbar(ms, mean, yerr=std, marker="o", capsize=3, label="mean ± sd over seeds")
+        for m in ms:
+            axis.scatter([m] * len(data[m]), [100 * v for v in data[m]], s=8, color="grey", zorder=3)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ms, [str(m) for m in ms])
+        axis.set_xlabel("synthetic images per class M")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_title(title, fontsize=10)
+    axes[1].axhline(100 * text, color="black", linestyle="--", linewidth=1, label="zero-shot text classifier")
+    axes[1].legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return lines
+
+
 def main(study: str, out: str, run_files: list[str]) -> None:
     variants = {path.parent.name: json.loads(path.read_text()) for path in sorted(Path(study).glob("*/diagnostics.json"))}
     rows = [row for name in run_files for row in json.loads(Path(name).read_text())]
@@ -92,6 +147,8 @@ def main(study: str, out: str, run_files: list[str]) -> None:
             md += [f"## Images per class ({name})", "", *prefix_table(result), ""]
     run_lines, groups = runs_table(rows)
     md += ["## Prompt training runs", "", *run_lines, ""]
+    md += ["## Images per class: AiR's ablation (domain captions; seeds 0-2 each set the adapter, the images "
+           "and the training)", "", *per_class_section(rows, variants, Path(f"{out}_per_class.png")), ""]
     Path(f"{out}.md").write_text("\n".join(md) + "\n")
     Path(f"{out}_diagnostics.json").write_text(json.dumps(variants, indent=1) + "\n")
     print("\n".join(md))
