@@ -28,11 +28,12 @@ def _stat(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 
 def diagnostics_table(variants: dict[str, dict], per_class: int) -> list[str]:
-    groups = defaultdict(list)
+    by_seed = defaultdict(dict)  # a 128-image variant's first 32 images are the 32-image variant's: count a seed once
     for name, result in variants.items():
         captions, seed, made = name.split("-")
         if str(per_class) in result["by_images_per_class"]:
-            groups[captions].append(result["by_images_per_class"][str(per_class)])
+            by_seed[captions][seed] = result["by_images_per_class"][str(per_class)]
+    groups = {captions: list(rows.values()) for captions, rows in by_seed.items()}
     lines = [f"| generator ({per_class} images per class) | seeds | cosine to target (mean) | Fréchet to target "
              "| Fréchet floor (real train vs test) | text classifier | auxiliary (prototype) | auxiliary (paper form, K = M/2) "
              "| fused (λ = 1) |",
