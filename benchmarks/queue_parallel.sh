@@ -31,7 +31,7 @@ git init -q && git config user.email bench@example.invalid && git config user.na
 dvc init -q && git add -A && git commit -qm bench
 
 wait_queue() {  # until no task is queued or running
-  while dvc queue status 2>/dev/null | grep -qE "Queued|Running"; do sleep 5; done
+  while dvc queue status 2>&1 | grep -qE "Queued|Running"; do sleep 5; done
 }
 run_queue() {  # $1 = workers, rest = world seeds; prints wall seconds
   local jobs=$1; shift
