@@ -9,6 +9,7 @@ gets the permissions the umask allows, as a plain `open` would (mkstemp alone ma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -43,6 +44,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def file_digest(path: str | Path, digest=None):
+    """SHA-256 of a file's bytes, read in 16 MiB blocks (or fed into `digest`, to hash several files)."""
+    digest = digest or hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest
 
 
 def _finite(value: object) -> object:

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import file_digest, write_json
 from pipeline.params import Params
 
 HASH_CACHE = Path(".cache/fingerprints.json")
@@ -70,13 +70,10 @@ class _ContentHashes:
         known = self.known.get(key)
         if known and known["stamp"] == stamp:
             return known["sha256"]
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-        self.known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+        sha256 = file_digest(file).hexdigest()
+        self.known[key] = {"stamp": stamp, "sha256": sha256}
         self.changed = True
-        return digest.hexdigest()
+        return sha256
 
     def save(self) -> None:
         if self.changed:

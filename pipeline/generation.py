@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline.adaptation import LORA_FILE, load_adapter
-from pipeline.artifacts import atomic_path, read_table, write_table
+from pipeline.artifacts import atomic_path, file_digest, read_table, write_table
 from pipeline.demo.generator import MARKER as DEMO_MARKER
 from pipeline.demo.generator import DemoPipeline
 from pipeline.devices import rebalance_threads, resolve_device, resolve_dtype
@@ -114,14 +114,6 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype,
     return pipe
 
 
-def file_digest(path: Path, digest=None):
-    digest = digest or hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest
-
-
 def model_fingerprint(model: str) -> str:
     """What identifies the generator's weights: for a local folder the SHA-256 of its files' names and
     bytes (a retrained model under the same path must not reuse old images), else the name itself
@@ -182,8 +174,9 @@ def _cached_shard_problem(path: Path, jobs: list[_Job]) -> str | None:
     """Why the cached shard cannot be reused (None: it can): it must read back with the generator's
     columns and exactly the ids of its jobs, in order. A truncated or foreign file is not a shard."""
     try:
-        table = pq.read_table(path, columns=["id"])
-        columns = pq.read_schema(path).names
+        shard = pq.ParquetFile(path)
+        columns = shard.schema_arrow.names
+        table = shard.read(columns=["id"])
     except Exception as error:  # pyarrow raises several kinds for a damaged file; all mean "regenerate"
         return f"unreadable ({type(error).__name__}: {str(error)[:120]})"
     if columns != COLUMNS:
