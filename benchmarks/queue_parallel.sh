@@ -31,7 +31,10 @@ git init -q && git config user.email bench@example.invalid && git config user.na
 dvc init -q && git add -A && git commit -qm bench
 
 wait_queue() {  # until no task is queued or running
-  while dvc queue status 2>&1 | grep -qE "Queued|Running"; do sleep 5; done
+  # The status is read into a variable first: `dvc queue status | grep -q` under pipefail ends the loop
+  # at once (grep -q closes the pipe, dvc dies of SIGPIPE, the pipeline "fails").
+  local status
+  while status=$(dvc queue status 2>&1) && grep -qE "Queued|Running" <<<"$status"; do sleep 5; done
 }
 run_queue() {  # $1 = workers, rest = world seeds; prints wall seconds
   local jobs=$1; shift
@@ -45,7 +48,11 @@ run_queue() {  # $1 = workers, rest = world seeds; prints wall seconds
 }
 one=$(run_queue 1 1)
 two=$(run_queue 2 2 3)
-dvc queue status | tail -5
+dvc queue status
+for task in $(dvc queue status 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9a-f]+$/ {print $1}'); do
+  echo "--- $task: stage times and torch threads"
+  dvc queue logs "$task" 2>/dev/null | grep -E "done in|torch threads" || true
+done
 python - "$one" "$two" <<'PY'
 import sys
 one, two = map(float, sys.argv[1:])
