@@ -93,15 +93,17 @@ def weights_fingerprint(location: str, hashes: _ContentHashes) -> dict:
 
 
 def dataset_fingerprint(params: Params, hashes: _ContentHashes) -> dict:
-    """The demo world is rendered from params alone; a folder or torchvision root is listed."""
+    """The demo world is rendered from params alone; a folder or torchvision root is listed. The user's
+    files beside it (class names, candidate sets) are hashed."""
     dataset = params.dataset
-    if dataset.name == "demo":
-        return {"name": "demo"}
-    fingerprint = {"name": dataset.name, "root": dataset.root}
-    root = Path(dataset.root).expanduser()
-    fingerprint["listing"] = folder_listing(root) if root.is_dir() else None
-    if dataset.class_names_file and Path(dataset.class_names_file).is_file():
-        fingerprint["class_names_file"] = hashes(Path(dataset.class_names_file))
+    fingerprint: dict = {"name": dataset.name}
+    if dataset.name != "demo":
+        root = Path(dataset.root).expanduser()
+        fingerprint.update(root=dataset.root, listing=folder_listing(root) if root.is_dir() else None)
+    for key, location in (("class_names_file", dataset.class_names_file),
+                          ("candidates_file", params.paradigm_options.candidates_file)):
+        if location and Path(location).is_file():
+            fingerprint[key] = hashes(Path(location))
     return fingerprint
 
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import PipelineError
 
-PARADIGMS = ("ul", "ssl", "trzsl")
+PARADIGMS = ("ul", "ssl", "trzsl", "candidates")
+PLL_LOSSES = ("cc", "rc", "lws", "cavl")  # pipeline/partial_labels.py
 TORCHVISION_DATASETS = (
     "flowers102", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_pets",
     "caltech101", "sun397", "stanford_cars", "cifar10", "cifar100", "mnist",
@@ -104,11 +105,16 @@ class DatasetParams(_Strict):
 
 
 class ParadigmParams(_Strict):
-    """SSL: `n_label` labeled images per class; TRZSL: `seen_fraction` of classes fully labeled."""
+    """SSL: `n_label` labeled images per class; TRZSL: `seen_fraction` of classes fully labeled;
+    candidates: a label set per training image, from `candidates_file` or drawn (true label plus every
+    other label with probability `partial_rate`, from `candidate_seed`)."""
 
     n_label: int = Field(2, ge=1)
     seen_fraction: float = Field(0.62, gt=0, lt=1)
     split_seed: int = Field(500, ge=0)
+    partial_rate: float = Field(0.3, ge=0, lt=1)
+    candidate_seed: int = Field(0, ge=0)
+    candidates_file: Optional[str] = None
 
 
 class GenerateParams(_Strict):
@@ -251,7 +257,16 @@ class TrainParams(_Strict):
     labeled_weight: float = Field(1.0, ge=0)
     synthetic_weight: float = Field(1.0, ge=0)
     ensemble: int = Field(1, ge=1)
+    pll_loss: str = "cc"      # partial-label loss of method pll (pipeline/partial_labels.py)
+    lws_weight: float = Field(1.0, ge=0)   # LWS: weight of the non-candidate term
+    align: bool = False       # prompt alignment with the handcrafted prompt's posterior
+    align_mix: float = Field(0.0, ge=0, le=1)  # share of the learnable prompt's posterior in the target
     device: str = "auto"
+
+    @field_validator("pll_loss")
+    @classmethod
+    def _pll_loss(cls, value: str) -> str:
+        return _one_of(value, PLL_LOSSES, "pll_loss")
 
 
 class EvaluateParams(_Strict):
@@ -287,6 +302,21 @@ class Params(_Strict):
     @classmethod
     def _paradigm(cls, value: str) -> str:
         return _one_of(value, PARADIGMS, "paradigm")
+
+    @model_validator(mode="after")
+    def _method_fits_paradigm(self) -> "Params":
+        """Each method declares the paradigms it has a meaning under (`Method.paradigms`)."""
+        from pipeline.methods import registry
+
+        methods = registry()
+        if self.paradigm not in methods[self.method].paradigms:
+            fitting = sorted(name for name, cls in methods.items() if self.paradigm in cls.paradigms)
+            raise ValueError(f"method {self.method!r} does not run under paradigm {self.paradigm!r}; "
+                             f"methods that do: {', '.join(fitting)}")
+        if self.paradigm_options.candidates_file and self.paradigm != "candidates":
+            raise ValueError("paradigm_options.candidates_file is read only under paradigm: candidates; "
+                             "set paradigm: candidates or remove the file")
+        return self
 
     @model_validator(mode="after")
     def _synthetic_images_for_air(self) -> "Params":

@@ -23,6 +23,7 @@ GENERATOR_INPUT = INPUTS / "generator.json"
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.parquet"
 CLASSES = PREPARED / "classes.json"
+CANDIDATE_SETS = PREPARED / "candidates.parquet"   # the candidates paradigm's label sets (else empty)
 ADAPTER = Path("data/adapter")
 ADAPTER_INFO = ADAPTER / "adapter.json"
 ADAPT_LIVE = Path("dvclive/adapt")

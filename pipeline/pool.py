@@ -23,6 +23,8 @@ class Pool:
     synthetic_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     synthetic_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prototypes: Optional[np.ndarray] = None
+    candidate_sets: Optional[np.ndarray] = None       # [N, C] bool: the candidates paradigm's label sets
+    zero_shot_weights: Optional[np.ndarray] = None    # [C, d] the handcrafted prompts' class weights
 
     @property
     def unlabeled(self) -> np.ndarray:

@@ -3,8 +3,9 @@ the prompt ensemble.
 
 The image tower is frozen and training uses no augmentation (as in GRIP), so a step needs only the
 cached image features of its batch and one pass of the text tower over the C class prompts. The
-loss is the sum of the method's terms (`pipeline.methods`), each `scale · candidate_loss`: the
-pseudo-labels (or candidate sets), the paradigm's labeled images, AiR's synthetic images.
+loss is the sum of the method's terms (`pipeline.methods`), each `scale · loss` with the term's
+partial-label loss (`pipeline.partial_labels`; the candidate loss unless the method says otherwise):
+the pseudo-labels (or candidate sets), the paradigm's labeled images, AiR's synthetic images.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.candidates import LOGIT_SCALE, Candidates, candidate_loss
+from pipeline.candidates import LOGIT_SCALE, Candidates
 from pipeline.devices import rebalance_threads
 from pipeline.methods import LossTerm, Method
 from pipeline.params import TrainParams
+from pipeline.partial_labels import build_loss
 from pipeline.pool import Pool
 from pipeline.prompts import PromptLearner
 
@@ -49,14 +51,18 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
     An epoch is one pass over the first non-empty term (the pseudo-labels, or with none yet, as in
     GRIP's first round on a small pool, the next source); the other terms draw batches of the same
     size at random. With no non-empty term nothing is trained.
+
+    A loss with per-image state (RC, LWS) is updated with the logits its rows get from the prompt
+    after the optimiser step; those are the next step's logits (same parameters), so the update
+    reads them from the next step's text-tower pass instead of running one more.
     """
     rng = np.random.default_rng(seed)
     to = lambda array: torch.tensor(array, dtype=torch.float32, device=device)  # noqa: E731
-    sources = [(to(term.features), to(term.weights), term.scale) for term in terms
+    sources = [(to(term.features), _term_loss(term, to), term.scale) for term in terms
                if len(term.weights) and term.scale > 0]
     if not sources:
         return []
-    main_size = len(sources[0][1])
+    main_size = len(sources[0][1].weights)
     epoch_steps = steps_per_epoch(main_size, params.batch_size)
 
     if params.optimizer == "sgd":
@@ -66,7 +72,7 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
         optimizer = torch.optim.Adam(learner.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     scheduler = _schedule(optimizer, params.warmup_epochs * epoch_steps, params.epochs * epoch_steps)
 
-    history = []
+    history, pending = [], []
     learner.train()
     for epoch in range(params.epochs):
         rebalance_threads()
@@ -74,13 +80,19 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
         total = 0.0
         for step in range(epoch_steps):
             class_weights = learner()
+            with torch.no_grad():
+                for features, term_loss, rows in pending:
+                    term_loss.update(LOGIT_SCALE * features[rows] @ class_weights.T, rows)
+            pending = []
             batch = order[step * params.batch_size:(step + 1) * params.batch_size]
             loss = 0.0
-            for index, (features, targets, scale) in enumerate(sources):
-                rows = batch if index == 0 else rng.integers(0, len(targets), len(batch))
+            for index, (features, term_loss, scale) in enumerate(sources):
+                rows = batch if index == 0 else rng.integers(0, len(term_loss.weights), len(batch))
                 rows = torch.as_tensor(rows, device=device)
                 logits = LOGIT_SCALE * features[rows] @ class_weights.T
-                loss = loss + scale * candidate_loss(logits, targets[rows])
+                loss = loss + scale * term_loss(logits, rows)
+                if term_loss.stateful:
+                    pending.append((features, term_loss, rows))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -91,6 +103,11 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
             on_epoch(epoch, history[-1])
     learner.eval()
     return history
+
+
+def _term_loss(term: LossTerm, to: Callable[[np.ndarray], torch.Tensor]):
+    teacher = None if term.teacher is None else to(term.teacher)
+    return build_loss(term.loss, to(term.weights), teacher, term.teacher_mix, **(term.loss_options or {}))
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.artifacts import load_tensors, read_json, read_table
+from pipeline.datasets.candidate_sets import candidate_masks
 from pipeline.datasets.paradigms import pseudo_label_classes
 from pipeline.errors import PipelineError
 from pipeline.features import zero_shot_weights
@@ -61,6 +62,10 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) ->
     train = workspace.split("train")
     manifest = workspace.manifest[train]
     prototypes = load_tensors(paths.PROTOTYPES)[0]["prototypes"] if with_prototypes else None
+    candidate_sets = None
+    if paradigm == "candidates":
+        table, _ = read_table(paths.CANDIDATE_SETS)
+        candidate_sets = candidate_masks(table, manifest["id"].to_numpy(), len(workspace.class_names))
     return Pool(
         features=workspace.real[train],
         true_labels=manifest["label"].to_numpy(dtype=np.int64),
@@ -70,6 +75,8 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) ->
         synthetic_features=workspace.synthetic,
         synthetic_labels=workspace.synthetic_labels,
         prototypes=prototypes,
+        candidate_sets=candidate_sets,
+        zero_shot_weights=workspace.zero_shot_weights,
     )
 
 

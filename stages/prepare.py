@@ -1,4 +1,4 @@
-"""prepare: resolve the dataset and the paradigm into a manifest and the class list."""
+"""prepare: resolve the dataset and the paradigm into a manifest, the class list and the candidate sets."""
 
 from pathlib import Path
 
@@ -17,8 +17,10 @@ app = typer.Typer(add_completion=False)
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     with stage("prepare"):
         params = load_params(params_file)
-        manifest, class_names = prepare(params.dataset, params.paradigm, params.paradigm_options, params.seed)
+        manifest, class_names, candidates = prepare(params.dataset, params.paradigm, params.paradigm_options,
+                                                    params.seed)
         write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name, "paradigm": params.paradigm})
+        write_table(paths.CANDIDATE_SETS, candidates, metadata={"paradigm": params.paradigm})
         write_json(paths.CLASSES, class_names)
         class_sheet(manifest, class_names, paths.TRAIN_SHEET, params.evaluate.sheet_classes, params.evaluate.sheet_images)
 

@@ -20,20 +20,22 @@ def test_trzsl_split_matches_the_reference_rule():
 
 def test_paradigms_mark_labels():
     options = ParadigmParams(n_label=2)
-    ul, names = prepare(DEMO, "ul", options, seed=0)
+    ul, names, _ = prepare(DEMO, "ul", options, seed=0)
     assert len(names) == 24 and names == class_names()
     assert not ul["labeled"].any() and ul["seen"].all()
     assert (ul["split"] == "train").sum() == 144 and (ul["split"] == "test").sum() == 72
 
-    ssl, _ = prepare(DEMO, "ssl", options, seed=0)
+    ssl, _, _ = prepare(DEMO, "ssl", options, seed=0)
     labeled = ssl[ssl["labeled"]]
     assert (labeled["split"] == "train").all()
     assert labeled.groupby("label").size().tolist() == [2] * 24
-    again, _ = prepare(DEMO, "ssl", options, seed=0)
-    other, _ = prepare(DEMO, "ssl", options, seed=1)
+    again, _, _ = prepare(DEMO, "ssl", options, seed=0)
+    other, _, _ = prepare(DEMO, "ssl", options, seed=1)
     assert again["labeled"].equals(ssl["labeled"]) and not other["labeled"].equals(ssl["labeled"])
 
-    trzsl, _ = prepare(DEMO, "trzsl", options, seed=0)
+    assert prepare(DEMO, "ssl", options, seed=0)[2].empty  # candidate sets only under their paradigm
+
+    trzsl, _, _ = prepare(DEMO, "trzsl", options, seed=0)
     seen = set(seen_classes(24, options).tolist())
     assert trzsl["seen"].tolist() == [label in seen for label in trzsl["label"]]
     train = trzsl["split"] == "train"
@@ -58,3 +60,16 @@ def test_demo_is_rendered_in_memory_and_deterministic(tmp_path, monkeypatch):
 def test_torchvision_missing_root_says_how_to_fix(tmp_path):
     with pytest.raises(PipelineError, match=r"Flowers102 not found under dataset.root=.*dataset.download: true"):
         load_dataset(DatasetParams(name="flowers102", root=str(tmp_path / "nowhere")))
+
+
+def test_candidates_paradigm_draws_one_set_per_training_image_from_its_own_seed():
+    options = ParadigmParams(partial_rate=0.5, candidate_seed=3)
+    manifest, _, sets = prepare(DEMO, "candidates", options, seed=0)
+    train = manifest[manifest["split"] == "train"]
+    assert not manifest["labeled"].any() and sets["id"].tolist() == train["id"].tolist()
+    assert all(label in c for c, label in zip(sets["candidates"], train["label"]))
+    assert all(list(c) == sorted(set(c)) for c in sets["candidates"])
+    assert sets["candidates"].map(len).mean() > 5
+    assert prepare(DEMO, "candidates", options, seed=1)[2].equals(sets)  # the training seed does not move them
+    other = prepare(DEMO, "candidates", ParadigmParams(partial_rate=0.5, candidate_seed=4), seed=0)[2]
+    assert not other["candidates"].equals(sets["candidates"])

@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_registry_lists_exactly_the_methods_the_schema_accepts():
     files = sorted(p.stem for p in (ROOT / "pipeline/methods").glob("*.py") if p.stem not in ("__init__", "base"))
-    assert method_names() == ("air", "cpl", "fpl", "grip", "ifpl", "upl", "zeroshot")
-    assert sorted(build_method(parse_params({"method": name})).name for name in method_names()) == files
+    assert method_names() == ("air", "cpl", "fpl", "grip", "ifpl", "pll", "upl", "zeroshot")
+    built = [build_method(parse_params({"method": name, "paradigm": _REGISTRY[name].paradigms[0]}))
+             for name in method_names()]
+    assert sorted(method.name for method in built) == files
     with pytest.raises(PipelineError) as error:
         parse_params({"method": "airr"})
-    assert "method: unknown method 'airr'; choose one of: air, cpl, fpl, grip, ifpl, upl, zeroshot" in str(error.value)
+    assert ("method: unknown method 'airr'; choose one of: air, cpl, fpl, grip, ifpl, pll, upl, zeroshot"
+            in str(error.value))
 
 
 def test_a_new_registered_method_is_accepted_by_the_schema_without_other_edits():

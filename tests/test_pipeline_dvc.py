@@ -154,6 +154,20 @@ def test_experiments_compare_methods(repo):
                 "mean_candidate_set_size"} <= set(metrics)
     assert rows["cpl"]["candidate_coverage"] >= rows["cpl"]["pseudo_label_accuracy"]
 
+    # Candidate labels: the sets are drawn in prepare, every training image trains on its own set.
+    pll = run(["dvc", "exp", "run", "-S", "paradigm=candidates", "-S", "method=pll", "-S", "train.pll_loss=rc",
+               "-S", "train.align=true", "-S", "paradigm_options.partial_rate=0.5"], repo)
+    assert {"prepare", "pseudolabel", "train", "evaluate"} <= set(ran(pll))
+    sets = pd.read_parquet(repo / "data/prepared/candidates.parquet")
+    manifest = pd.read_parquet(repo / "data/prepared/manifest.parquet", columns=["id", "split", "label"])
+    train = manifest[manifest["split"] == "train"]
+    assert sets["id"].tolist() == train["id"].tolist()
+    assert all(label in list(c) for c, label in zip(sets["candidates"], train["label"]))
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert metrics["n_pseudo_labels"] == len(train) and metrics["candidate_coverage"] == 1.0
+    assert abs(metrics["mean_candidate_set_size"] - sets["candidates"].map(len).mean()) < 1e-9
+    assert 1 + 0.5 * 23 - 2 < metrics["mean_candidate_set_size"] < 1 + 0.5 * 23 + 2
+
 
 def test_an_image_changed_outside_the_repo_reruns_what_reads_it(repo, tmp_path):
     """DVC cannot hash a dataset folder outside the repo; the check stage's fingerprint makes it see a

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.candidates import Candidates
+from pipeline.datasets.candidate_sets import draw_candidate_masks
 from pipeline.methods import build_method
 from pipeline.params import parse_params
 from pipeline.pool import Pool
@@ -188,3 +189,23 @@ def test_ensemble_trains_members_from_different_seeds_and_averages_them(tiny_cli
     single = run_ensemble(build_method(params(method="upl", train__epochs=2, seed=5)), make_learner, pool, weights,
                           pseudo_label(pool, weights, config), DEVICE)
     np.testing.assert_array_equal(single.class_weights, ensemble.members[0].class_weights)
+
+
+@pytest.mark.parametrize("loss", ["cc", "rc", "lws", "cavl"])
+@pytest.mark.parametrize("align", [False, True])
+def test_pll_trains_every_image_on_its_candidate_set_and_beats_zero_shot(tiny_clip, loss, align):
+    pool = make_pool(tiny_clip)
+    zero_shot_weights = handcrafted_weights(tiny_clip)
+    pool.candidate_sets = draw_candidate_masks(pool.true_labels, len(NAMES), 0.3, seed=0)
+    pool.zero_shot_weights = zero_shot_weights
+    config = params(method="pll", paradigm="candidates", train__pll_loss=loss, train__align=align)
+    method = build_method(config)
+    sets = method.pseudo_label(pool, zero_shot_weights)
+    assert len(sets) == len(pool.true_labels) and sets.coverage(pool.true_labels) == 1.0
+    assert np.array_equal(sets.mask, pool.candidate_sets) and sets.mask[np.arange(len(sets)), sets.labels].all()
+    (term,) = method.loss_terms(pool, sets)
+    assert term.loss == loss and (term.teacher is not None) == align
+    result = run_method(method, learner_factory(tiny_clip, config), pool, zero_shot_weights, sets, 0, DEVICE)
+    assert len(result.rounds) == 1
+    zero_shot = accuracy(pool.features, pool.true_labels, zero_shot_weights)
+    assert accuracy(pool.features, pool.true_labels, result.class_weights) > zero_shot

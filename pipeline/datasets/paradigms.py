@@ -1,4 +1,5 @@
-"""Paradigms (UL, SSL, TRZSL): which training labels the methods may use, written into the manifest."""
+"""Paradigms (UL, SSL, TRZSL, candidates): which training labels the methods may use, written into the
+manifest, and under `candidates` each training image's label set (a sibling table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.datasets import Dataset, load_dataset
+from pipeline.datasets.candidate_sets import candidate_table, empty_table
 from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams, ParadigmParams
@@ -57,13 +59,20 @@ def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, see
 
 
 def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParams, seed: int
-            ) -> tuple[pd.DataFrame, list[str]]:
+            ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """The manifest, the class names and the candidate sets (empty unless the paradigm is `candidates`)."""
     dataset = load_dataset(dataset_params)
     manifest = apply_paradigm(dataset, paradigm, options, seed)
     counts = manifest.groupby("split").size().to_dict()
     log.info("%s: %d classes, %s images, %d labeled for training (%s)", dataset_params.name,
              len(dataset.class_names), counts, int(manifest["labeled"].sum()), paradigm.upper())
-    return manifest, dataset.class_names
+    candidates = empty_table()
+    if paradigm == "candidates":
+        candidates = candidate_table(manifest, dataset.class_names, options, dataset_params)
+        sizes = candidates["candidates"].map(len)
+        log.info("candidate sets: %d training images, %.2f classes per set on average (%s)", len(candidates),
+                 sizes.mean(), options.candidates_file or f"drawn with partial_rate {options.partial_rate}")
+    return manifest, dataset.class_names, candidates
 
 
 def class_sheet(manifest: pd.DataFrame, class_names: list[str], png_path, max_classes: int, per_class: int) -> None:

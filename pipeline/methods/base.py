@@ -8,7 +8,7 @@ adding a method means adding a file here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
@@ -22,13 +22,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LossTerm:
-    """One term of the prompt loss: `scale · candidate_loss(100 · f gᵀ, weights)` over `features`.
-    The first term of a method's list sets the epoch (one pass over its rows)."""
+    """One term of the prompt loss: `scale · loss(100 · f gᵀ, weights)` over `features`, where `loss`
+    names a partial-label loss (`pipeline.partial_labels`; `cc` is the candidate loss, cross-entropy for
+    one-hot weights). With a `teacher` posterior the term is prompt-aligned to it. The first term of a
+    method's list sets the epoch (one pass over its rows)."""
 
     name: str
     features: np.ndarray   # [n, d]
     weights: np.ndarray    # [n, C] candidate weights (one-hot for a single label)
     scale: float
+    loss: str = "cc"
+    teacher: Optional[np.ndarray] = None  # [n, C] handcrafted-prompt posterior (prompt alignment)
+    teacher_mix: float = 0.0              # share of the learnable prompt's posterior in the alignment target
+    loss_options: Optional[dict] = None   # the loss's own knobs (LWS: {"weight": λ})
 
 
 class Method:
@@ -39,6 +45,7 @@ class Method:
     trains: ClassVar[bool] = True             # False: the zero-shot classifier is the result
     needs_prototypes: ClassVar[bool] = False  # reads the auxiliary stage's synthetic prototypes
     selection_rule: ClassVar[bool] = True     # may serve as AiR's `pseudolabel.selection`
+    paradigms: ClassVar[tuple[str, ...]] = ("ul", "ssl", "trzsl")  # where the method has a meaning
 
     def __init__(self, params: "Params"):
         self.params = params

@@ -10,6 +10,7 @@ class ZeroShot(Method):
     summary = "prompt-ensemble text classifier from clip.templates; no training"
     trains = False
     selection_rule = False
+    paradigms = ("ul", "ssl", "trzsl", "candidates")
 
     def select(self, probs, round_index, previous, allowed_classes):
         return select_all(probs)

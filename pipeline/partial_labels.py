@@ -1,0 +1,186 @@
+"""Partial-label losses for prompt learning on candidate label sets, and prompt alignment.
+
+Each loss is one function over the logits `100 · f tᵀ` of a batch and its rows' candidate sets (a
+[n, C] mask, or weights for CC), named as in the literature and as the candidate-label prompt learning
+paper's code uses them (Zhang et al. 2024, zhangzf01/CoOpPLL, `trainers/alg_PLL/`):
+
+- CC  `-log Σ_{j∈S} p_j` (Feng et al. 2020), the candidate loss every other method trains with;
+- RC  `-Σ_j c_j log p_j`, confidences `c` uniform over S at first, then `c ← normalise(p ⊙ S)` after
+  every optimiser step on the rows just trained, with the updated prompt (Feng et al. 2020);
+- LWS `Σ_{j∈S} w_j (-log p_j) + λ Σ_{j∉S} w_j (-log(1 - p_j))`, weights 1/C at first, then
+  `w ← normalise(p ⊙ S) + normalise(p ⊙ (1 - S))` after every step (Wen et al. 2021; the softmax form
+  CoOpPLL runs);
+- CAVL cross-entropy on the candidate with the largest class activation value `z |1 - z|` of the same
+  step's logits (Zhang et al. 2022, stateless as in CoOpPLL).
+
+PLCR and PiCO are not here: both need several augmented views of each image (PiCO also a momentum
+encoder), which a trainer on one cached feature per image cannot give faithfully.
+
+Prompt alignment wraps any of them: the target is the handcrafted prompt's posterior (optionally mixed
+with the learnable prompt's, weight `mix`) restricted to the candidates and renormalised, detached;
+`L = L_PLL + (L_PLL / L_align).detach() · L_align` with `L_align = -Σ_j target_j log p_j`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.candidates import candidate_loss
+
+def _restricted_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`normalise(softmax(z) ⊙ mask)` computed as a softmax over the masked logits, so a row whose
+    mass underflows in `softmax(z)` still gets its exact distribution; an empty mask gives zeros."""
+    masked = logits.masked_fill(mask == 0, float("-inf"))
+    return torch.nan_to_num(torch.softmax(masked, dim=1), nan=0.0)
+
+
+def _normalise(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Rows of non-negative `values` (zero outside `mask`) scaled to sum to one; a row with no mass
+    left (underflow) becomes uniform over its mask."""
+    total = values.sum(dim=1, keepdim=True)
+    uniform = mask / mask.sum(dim=1, keepdim=True).clamp_min(1)
+    return torch.where(total > 0, values / torch.where(total > 0, total, torch.ones_like(total)), uniform)
+
+
+def cc_loss(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """CC: `-log Σ_j w_j p_j` (binary weights: the candidate set's probability)."""
+    return candidate_loss(logits, weights)
+
+
+def rc_loss(logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """RC: cross-entropy against the per-image confidences over the candidates."""
+    return -(confidence * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def rc_confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RC's update: the model's posterior restricted to the candidates, renormalised."""
+    return _restricted_softmax(logits, mask)
+
+
+def lws_loss(logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, non_candidate_weight: float
+             ) -> torch.Tensor:
+    """LWS: weighted `-log p` on the candidates plus λ × weighted `-log(1 - p)` on the others."""
+    probs = F.softmax(logits, dim=1)
+    candidate = -(weights * mask * F.log_softmax(logits, dim=1)).sum(dim=1)
+    others = -(weights * (1 - mask) * torch.log1p(-probs.clamp(max=1 - 1e-7))).sum(dim=1)
+    return (candidate + non_candidate_weight * others).mean()
+
+
+def lws_weights(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LWS's update: the posterior renormalised within the candidates plus within the others."""
+    return _restricted_softmax(logits, mask) + _restricted_softmax(logits, 1 - mask)
+
+
+def cavl_targets(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The candidate with the largest class activation value `z |1 - z|` (never a non-candidate)."""
+    activation = logits * (1 - logits).abs()
+    return activation.masked_fill(mask == 0, float("-inf")).argmax(dim=1)
+
+
+def cavl_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CAVL: cross-entropy on `cavl_targets` of the same logits (detached)."""
+    return F.cross_entropy(logits, cavl_targets(logits.detach(), mask))
+
+
+def alignment_target(teacher: torch.Tensor, learner: torch.Tensor, mask: torch.Tensor, mix: float) -> torch.Tensor:
+    """`normalise(S ⊙ ((1 - mix) p_hand + mix p_learn))`: zero outside the candidates, sums to one."""
+    return _normalise(mask * ((1 - mix) * teacher + mix * learner), mask).detach()
+
+
+def alignment_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def aligned(pll: torch.Tensor, align: torch.Tensor) -> torch.Tensor:
+    """`L_PLL + (L_PLL / L_align).detach() · L_align`: the alignment term at the PLL loss's scale."""
+    return pll + (pll.detach() / align.detach().clamp_min(1e-12)) * align
+
+
+class PartialLabelLoss:
+    """A loss over a fixed set of rows (a loss term's images) and their candidate weights [n, C].
+
+    `__call__(logits, rows)` is the batch loss; losses with per-image state set `stateful` and get
+    `update(logits, rows)` after each optimiser step, with the updated prompt's logits of those rows.
+    """
+
+    stateful = False
+
+    def __init__(self, weights: torch.Tensor, **options):
+        self.weights = weights
+        self.mask = (weights > 0).to(weights.dtype)
+
+    def __call__(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, logits: torch.Tensor, rows: torch.Tensor) -> None:
+        pass
+
+
+class CC(PartialLabelLoss):
+    def __call__(self, logits, rows):
+        return cc_loss(logits, self.weights[rows])
+
+
+class RC(PartialLabelLoss):
+    stateful = True
+
+    def __init__(self, weights, **options):
+        super().__init__(weights)
+        self.confidence = _normalise(self.mask, self.mask)
+
+    def __call__(self, logits, rows):
+        return rc_loss(logits, self.confidence[rows])
+
+    def update(self, logits, rows):
+        self.confidence[rows] = rc_confidence(logits, self.mask[rows])
+
+
+class LWS(PartialLabelLoss):
+    stateful = True
+
+    def __init__(self, weights, weight: float = 1.0, **options):
+        super().__init__(weights)
+        self.non_candidate_weight = weight
+        self.confidence = torch.full_like(self.mask, 1.0 / self.mask.shape[1])
+
+    def __call__(self, logits, rows):
+        return lws_loss(logits, self.mask[rows], self.confidence[rows], self.non_candidate_weight)
+
+    def update(self, logits, rows):
+        self.confidence[rows] = lws_weights(logits, self.mask[rows])
+
+
+class CAVL(PartialLabelLoss):
+    def __call__(self, logits, rows):
+        return cavl_loss(logits, self.mask[rows])
+
+
+LOSSES: dict[str, type[PartialLabelLoss]] = {"cc": CC, "rc": RC, "lws": LWS, "cavl": CAVL}
+
+
+class Aligned(PartialLabelLoss):
+    """Prompt alignment around any partial-label loss, with the teacher posterior of every row."""
+
+    def __init__(self, inner: PartialLabelLoss, teacher: torch.Tensor, mix: float):
+        self.inner, self.teacher, self.mix = inner, teacher, mix
+        self.weights, self.mask, self.stateful = inner.weights, inner.mask, inner.stateful
+
+    def __call__(self, logits, rows):
+        mask = self.mask[rows]
+        target = alignment_target(self.teacher[rows], F.softmax(logits.detach(), dim=1), mask, self.mix)
+        return aligned(self.inner(logits, rows), alignment_loss(logits, target))
+
+    def update(self, logits, rows):
+        self.inner.update(logits, rows)
+
+
+def build_loss(name: str, weights: torch.Tensor, teacher: Optional[torch.Tensor] = None, mix: float = 0.0,
+               **options) -> PartialLabelLoss:
+    """The loss `name` over these rows' weights, prompt-aligned when a teacher posterior is given."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown partial-label loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    loss = LOSSES[name](weights, **options)
+    return Aligned(loss, teacher, mix) if teacher is not None else loss
