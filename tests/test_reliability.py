@@ -162,7 +162,17 @@ def test_check_fingerprints_change_only_with_an_input(project, tmp_path):
     stat = (root / "cat" / "0.png").stat()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(root / "cat" / "0.png")
     os.utime(root / "cat" / "0.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
-    assert run()["dataset.json"] != added["dataset.json"]
+    rewritten = run()
+    assert rewritten["dataset.json"] != added["dataset.json"]
+
+    # The candidates paradigm's own file is an input too: editing it changes the fingerprint.
+    sets = tmp_path / "sets.csv"
+    sets.write_text("path,candidates\ncat/0.png,cat\n")
+    project(method="pll", paradigm="candidates", paradigm_options__candidates_file=str(sets))
+    with_sets = run()
+    assert with_sets["dataset.json"] != rewritten["dataset.json"] and run() == with_sets
+    sets.write_text("path,candidates\ncat/0.png,cat;dog\n")
+    assert run()["dataset.json"] != with_sets["dataset.json"]
 
 
 def test_weights_are_hashed_by_content_and_remembered(tmp_path, monkeypatch):

@@ -45,11 +45,24 @@ def invoke(stage_module, args: list[str] | None = None):
 def test_unknown_method_and_dataset(project):
     project(method="coop")
     code, output = invoke(prepare)
-    assert code == 2 and "unknown method 'coop'" in output and "air, cpl, fpl, grip, ifpl, upl, zeroshot" in output
+    assert code == 2 and "unknown method 'coop'" in output and "air, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in output
     project(method="air", dataset__name="imagenet1k")
     code, output = invoke(prepare)
     assert code == 2 and "unknown dataset 'imagenet1k'" in output
     assert not Path("data").exists()
+
+
+def test_a_bad_candidates_file_stops_prepare_naming_the_line_and_keeps_the_last_manifest(project, tmp_path):
+    project(method="pll", paradigm="candidates")
+    code, output = invoke(prepare)
+    assert code == 0
+    manifest = Path("data/prepared/manifest.parquet").read_bytes()
+    sets = tmp_path / "sets.csv"
+    sets.write_text("path,candidates\ntrain-000-00000,red circle;purple circle\n")
+    project(paradigm_options__candidates_file=str(sets))
+    code, output = invoke(prepare)
+    assert code == 2 and "sets.csv line 2 ('train-000-00000'): unknown class 'purple circle'" in output
+    assert Path("data/prepared/manifest.parquet").read_bytes() == manifest
 
 
 def test_missing_root_and_class_folder_mismatch(project, tmp_path):
