@@ -4,7 +4,7 @@ A method's pseudo-labels are a set of candidate classes per selected image, carr
 matrix over all classes: a single label is a one-hot row, CPL's candidate set a binary row, CPL's
 first round a soft row (the posterior restricted to the set). One loss covers all of them,
 `-log Σ_c w_c softmax(z)_c`: cross-entropy for a one-hot row, CPL's candidate loss (CC) for a
-binary row. The next kinds of supervision (partial-label losses) read the same type.
+binary row. The partial-label losses of method pll (`pipeline.partial_labels`) read the same type.
 """
 
 from __future__ import annotations

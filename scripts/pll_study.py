@@ -7,7 +7,7 @@ default run (`dvc repro` first): the training pool is the candidate-label papers
 one. Seed s draws the shots, the candidate sets (`candidate_seed: s`) and the prompt's training order.
 One JSON line per run is appended to OUT (a finished run is not repeated), so an interrupted study
 resumes. The recipe is the project's `train:` section of params.yaml (chosen on a labelled source
-split), only the pll keys change.
+split), only the pll keys change, unless `--set key=value` changes it for every run.
 
     python scripts/pll_study.py results/pll_runs.jsonl                 # 4 losses x 2 x 4 rates x 3 seeds
     python scripts/pll_study.py results/pll_runs.jsonl --report results/pll   # table (.md) and plot (.png)
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from methods_direct import _override  # scripts/ is on the path when a script runs: one KEY=VALUE parser
+
 LOSSES = ("cc", "rc", "lws", "cavl")
 
 
@@ -30,7 +32,37 @@ def _key(row: dict) -> tuple:
     return row["loss"], row["align"], row["partial_rate"], row["seed"]
 
 
-def run_study(out: Path, seeds: list[int], rates: list[float], shots: int) -> None:
+def _shots(train_labels: np.ndarray, n_classes: int, shots: int, seed: int) -> np.ndarray:
+    """Rows of `shots` training images per class, drawn with the run's seed (CoOp's few-shot draw)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(train_labels == c), shots, replace=False)
+                                   for c in range(n_classes)]))
+
+
+def teacher_accuracy(seeds: list[int], rates: list[float], shots: int) -> dict[float, float]:
+    """Per q, the share of training shots whose handcrafted-prompt argmax within the candidate set is
+    the true class (the alignment target's top class; analysis only), mean over seeds."""
+    from pipeline.datasets.candidate_sets import draw_candidate_masks
+    from pipeline.pseudolabels import text_posterior
+    from pipeline.workspace import load_workspace
+
+    workspace = load_workspace(with_synthetic=False)
+    train = workspace.split("train")
+    labels = workspace.manifest.loc[train, "label"].to_numpy(np.int64)
+    n_classes = len(workspace.class_names)
+    result = {}
+    for rate in rates:
+        shares = []
+        for seed in seeds:
+            rows = _shots(labels, n_classes, shots, seed)
+            masks = draw_candidate_masks(labels[rows], n_classes, rate, seed)
+            probs = text_posterior(workspace.real[train][rows], workspace.zero_shot_weights)
+            shares.append(float((np.where(masks, probs, -1).argmax(axis=1) == labels[rows]).mean()))
+        result[rate] = 100 * float(np.mean(shares))
+    return result
+
+
+def run_study(out: Path, seeds: list[int], rates: list[float], shots: int, overrides: list[str]) -> None:
     import torch
 
     from pipeline.datasets.candidate_sets import draw_candidate_masks
@@ -44,6 +76,8 @@ def run_study(out: Path, seeds: list[int], rates: list[float], shots: int) -> No
     from pipeline.workspace import load_workspace
 
     base = yaml.safe_load(open("params.yaml"))
+    for assignment in overrides:
+        _override(base, assignment)
     workspace = load_workspace(with_synthetic=False)
     train, test = workspace.split("train"), workspace.split("test")
     train_labels = workspace.manifest.loc[train, "label"].to_numpy(np.int64)
@@ -54,9 +88,7 @@ def run_study(out: Path, seeds: list[int], rates: list[float], shots: int) -> No
     zero_shot = accuracy(test_labels, predict(workspace.real[test], workspace.zero_shot_weights))
     clip = None
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        shot_rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(train_labels == c), shots, replace=False)
-                                            for c in range(n_classes)]))
+        shot_rows = _shots(train_labels, n_classes, shots, seed)
         for rate in rates:
             masks = draw_candidate_masks(train_labels[shot_rows], n_classes, rate, seed)
             pool = Pool(workspace.real[train][shot_rows], train_labels[shot_rows], np.zeros(len(shot_rows), bool),
@@ -79,7 +111,7 @@ def run_study(out: Path, seeds: list[int], rates: list[float], shots: int) -> No
                         seed), pool, workspace.zero_shot_weights, candidates, seed, device)
                     row.update(accuracy=accuracy(test_labels, predict(workspace.real[test], result.class_weights)),
                                zero_shot=zero_shot, mean_set_size=candidates.mean_set_size(), shots=shots,
-                               seconds=round(time.perf_counter() - started, 1))
+                               overrides=overrides, seconds=round(time.perf_counter() - started, 1))
                     print(json.dumps(row), flush=True)
                     with out.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
@@ -94,10 +126,12 @@ def report(runs: Path, prefix: Path) -> None:
     rates = sorted(frame["partial_rate"].unique())
     zero_shot = 100 * frame["zero_shot"].iloc[0]
     sizes = frame.groupby("partial_rate")["mean_set_size"].mean()
+    recipe = ", ".join(frame["overrides"].iloc[0]) if "overrides" in frame and frame["overrides"].iloc[0] else "params.yaml"
     lines = [f"Test accuracy (%) of method pll on the demo world, {frame['shots'].iloc[0]} shots per class, "
+             f"recipe: {recipe}, "
              f"mean ± std over seeds ({', '.join(map(str, sorted(frame['seed'].unique())))}); "
              f"zero-shot CLIP: {zero_shot:.1f}.", "",
-             "| loss | alignment | " + " | ".join(f"q = {q} (|S| ≈ {sizes[q]:.1f})" for q in rates) + " |",
+             "| loss | alignment | " + " | ".join(f"q = {q} (set size {sizes[q]:.1f})" for q in rates) + " |",
              "| --- | --- | " + " | ".join("---" for _ in rates) + " |"]
     for loss in LOSSES:
         for align in (False, True):
@@ -118,6 +152,11 @@ def report(runs: Path, prefix: Path) -> None:
             cells.append(f"{gains.loc[(loss, q), 'mean']:+.1f} [{gains.loc[(loss, q), 'min']:+.1f}, "
                          f"{gains.loc[(loss, q), 'max']:+.1f}]" if (loss, q) in gains.index else "—")
         lines.append(f"| {loss.upper()} | " + " | ".join(cells) + " |")
+    teacher = teacher_accuracy(sorted(frame["seed"].unique()), rates, int(frame["shots"].iloc[0]))
+    lines += ["", "The alignment target's top class (handcrafted prompt, restricted to the set) is the true class "
+              "for " + ", ".join(f"{teacher[q]:.1f}% (q = {q})" for q in rates) + " of the training shots "
+              "(analysis only; the zero-shot classifier over all classes: "
+              f"{zero_shot:.1f}% on the test split)."]
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -147,9 +186,11 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
     parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change params.yaml for every run (e.g. train.optimizer=sgd); use another OUT per recipe")
     parser.add_argument("--report", type=Path, help="write PREFIX.md and PREFIX.png from OUT instead of running")
     arguments = parser.parse_args()
     if arguments.report:
         report(arguments.out, arguments.report)
     else:
-        run_study(arguments.out, arguments.seeds, arguments.rates, arguments.shots)
+        run_study(arguments.out, arguments.seeds, arguments.rates, arguments.shots, arguments.set)
