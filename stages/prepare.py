@@ -19,7 +19,9 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         params = load_params(params_file)
         manifest, class_names, candidates = prepare(params.dataset, params.paradigm, params.paradigm_options,
                                                     params.seed)
-        write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name, "paradigm": params.paradigm})
+        # No paradigm in the manifest's metadata: switching between paradigms that label nothing (UL,
+        # candidates) leaves its bytes, so the image stages downstream are not re-run.
+        write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name})
         write_table(paths.CANDIDATE_SETS, candidates, metadata={"paradigm": params.paradigm})
         write_json(paths.CLASSES, class_names)
         class_sheet(manifest, class_names, paths.TRAIN_SHEET, params.evaluate.sheet_classes, params.evaluate.sheet_images)
