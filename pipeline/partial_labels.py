@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from pipeline.candidates import candidate_loss
 
+
 def _restricted_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`normalise(softmax(z) ⊙ mask)` computed as a softmax over the masked logits, so a row whose
     mass underflows in `softmax(z)` still gets its exact distribution; an empty mask gives zeros."""

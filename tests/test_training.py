@@ -209,3 +209,40 @@ def test_pll_trains_every_image_on_its_candidate_set_and_beats_zero_shot(tiny_cl
     assert len(result.rounds) == 1
     zero_shot = accuracy(pool.features, pool.true_labels, zero_shot_weights)
     assert accuracy(pool.features, pool.true_labels, result.class_weights) > zero_shot
+
+
+def test_rc_updated_from_the_next_steps_forward_trains_exactly_as_with_a_separate_post_step_pass(tiny_clip):
+    """fit_prompt applies RC's update with the next step's class weights instead of a second text-tower
+    pass after each step; the parameters are the same, so the trained context must be too."""
+    from pipeline.candidates import LOGIT_SCALE
+    from pipeline.partial_labels import build_loss
+    from pipeline.training import _schedule, steps_per_epoch
+
+    pool = make_pool(tiny_clip)
+    pool.candidate_sets = draw_candidate_masks(pool.true_labels, len(NAMES), 0.4, seed=1)
+    pool.zero_shot_weights = handcrafted_weights(tiny_clip)
+    config = params(method="pll", paradigm="candidates", train__pll_loss="rc", train__epochs=3)
+    method = build_method(config)
+    sets = method.pseudo_label(pool, pool.zero_shot_weights)
+    learner = learner_factory(tiny_clip, config)()
+    fit_prompt(learner, method.loss_terms(pool, sets), config.train, seed=5, device=DEVICE)
+
+    reference = learner_factory(tiny_clip, config)()
+    features, rc = torch.tensor(pool.features), build_loss("rc", torch.tensor(sets.weights))
+    steps = steps_per_epoch(len(features), config.train.batch_size)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    scheduler = _schedule(optimizer, 0, config.train.epochs * steps)
+    rng = np.random.default_rng(5)
+    for _ in range(config.train.epochs):
+        order = rng.permutation(len(features))
+        for step in range(steps):
+            rows = torch.as_tensor(order[step * config.train.batch_size:(step + 1) * config.train.batch_size])
+            loss = rc(LOGIT_SCALE * features[rows] @ reference().T, rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                rc.update(LOGIT_SCALE * features[rows] @ reference().T, rows)
+    assert torch.allclose(learner.ctx, reference.ctx, atol=1e-6)
+    assert not torch.allclose(reference.ctx, learner_factory(tiny_clip, config)().ctx, atol=1e-3)  # it trained
