@@ -58,12 +58,15 @@ def load_workspace(with_synthetic: bool = True) -> Workspace:
     )
 
 
-def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool) -> Pool:
+def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool, with_candidate_sets: bool = False
+                  ) -> Pool:
+    """The training split as a method sees it; the auxiliary prototypes and the candidates paradigm's
+    label sets are read only when asked for (the stage then declares them as DVC deps)."""
     train = workspace.split("train")
     manifest = workspace.manifest[train]
     prototypes = load_tensors(paths.PROTOTYPES)[0]["prototypes"] if with_prototypes else None
     candidate_sets = None
-    if paradigm == "candidates":
+    if with_candidate_sets:
         table, _ = read_table(paths.CANDIDATE_SETS)
         candidate_sets = candidate_masks(table, manifest["id"].to_numpy(), len(workspace.class_names))
     return Pool(

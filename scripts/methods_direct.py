@@ -69,7 +69,8 @@ def run(spec: str) -> dict:
         frame, embeddings = read_table(extra["synthetic"])
         keep = frame.groupby("label").cumcount().to_numpy() < int(extra.get("per_class", 10**9))
         workspace.synthetic, workspace.synthetic_labels = embeddings[keep], frame["label"].to_numpy(np.int64)[keep]
-    pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes and "synthetic" not in extra)
+    pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes and "synthetic" not in extra,
+                         with_candidate_sets=method.needs_candidate_sets)
     if "synthetic" in extra:
         pool.prototypes = class_prototypes(workspace.synthetic, workspace.synthetic_labels, len(workspace.class_names),
                                            params.auxiliary.keep, params.auxiliary.score)

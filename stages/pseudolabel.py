@@ -20,7 +20,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         params = load_params(params_file)
         method = build_method(params)
         workspace = load_workspace()
-        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
+        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes,
+                             with_candidate_sets=method.needs_candidate_sets)
         pseudo = method.pseudo_label(pool, workspace.zero_shot_weights)
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
         write_table(paths.PSEUDOLABELS, pseudo_labels_frame(pool_ids, pseudo), metadata={"method": method.name})

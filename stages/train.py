@@ -27,7 +27,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         method = build_method(params)
         device = resolve_device(params.train.device, "train.device")
         workspace = load_workspace()
-        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes)
+        pool = training_pool(workspace, params.paradigm, with_prototypes=method.needs_prototypes,
+                             with_candidate_sets=method.needs_candidate_sets)
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
         first_round = read_pseudo_labels(pool_ids, len(workspace.class_names))
         clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None

@@ -157,8 +157,9 @@ def test_experiments_compare_methods(repo):
     # Candidate labels: the sets are drawn in prepare, every training image trains on its own set.
     pll = run(["dvc", "exp", "run", "-S", "paradigm=candidates", "-S", "method=pll", "-S", "train.pll_loss=rc",
                "-S", "train.align=true", "-S", "paradigm_options.partial_rate=0.5"], repo)
-    # the images and their labels are those of the UL run: nothing that reads images runs again
-    assert ran(pll) == ["check", "prepare", "pseudolabel", "train", "evaluate"]
+    # The images and their labels are those of the UL run: features and diagnostics do not run again;
+    # adapt does (it declares `paradigm`), makes the same adapter, so nothing is generated again.
+    assert ran(pll) == ["check", "prepare", "adapt", "pseudolabel", "train", "evaluate"]
     sets = pd.read_parquet(repo / "data/prepared/candidates.parquet")
     manifest = pd.read_parquet(repo / "data/prepared/manifest.parquet", columns=["id", "split", "label"])
     train = manifest[manifest["split"] == "train"]

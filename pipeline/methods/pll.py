@@ -20,6 +20,7 @@ class PLL(Method):
                "aligned with the handcrafted prompt's posterior when train.align")
     selection_rule = False
     paradigms = ("candidates",)
+    needs_candidate_sets = True
 
     def pseudo_label(self, pool, class_weights, round_index=1, previous=None):
         """Every training image with its candidate set (nothing is selected); the assigned class, for
