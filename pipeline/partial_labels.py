@@ -103,6 +103,7 @@ def aligned(pll: torch.Tensor, align: torch.Tensor) -> torch.Tensor:
 class PartialLabelLoss:
     """A loss over a fixed set of rows (a loss term's images) and their candidate weights [n, C].
 
+    Options a loss does not use are ignored, so a method can pass every loss's knobs unconditionally.
     `__call__(logits, rows)` is the batch loss; losses with per-image state set `stateful` and get
     `update(logits, rows)` after each optimiser step, with the updated prompt's logits of those rows.
     """
@@ -142,9 +143,9 @@ class RC(PartialLabelLoss):
 class LWS(PartialLabelLoss):
     stateful = True
 
-    def __init__(self, weights, weight: float = 1.0, **options):
+    def __init__(self, weights, non_candidate_weight: float = 1.0, **options):
         super().__init__(weights)
-        self.non_candidate_weight = weight
+        self.non_candidate_weight = non_candidate_weight
         self.confidence = torch.full_like(self.mask, 1.0 / self.mask.shape[1])
 
     def __call__(self, logits, rows):

@@ -43,7 +43,7 @@ def test_with_single_label_sets_each_loss_is_cross_entropy_on_the_true_label(nam
     logits, labels, _ = batch(partial_rate=0.0)
     one_hot = F.one_hot(labels, N_CLASSES).float()
     rows = torch.arange(len(labels))
-    loss = build_loss(name, one_hot, weight=0.0) if name == "lws" else build_loss(name, one_hot)
+    loss = build_loss(name, one_hot, non_candidate_weight=0.0)  # options a loss does not use are ignored
     if name == "lws":  # its weights start at 1/C; after one update the candidate term is CE exactly
         loss.update(logits, rows)
     assert torch.allclose(loss(logits, rows), F.cross_entropy(logits, labels), atol=1e-5)
@@ -53,7 +53,8 @@ def test_lws_adds_the_non_candidate_term_by_its_weight():
     logits, labels, masks = batch()
     rows = torch.arange(len(labels))
     probs = F.softmax(logits, dim=1)
-    plain, weighted = build_loss("lws", masks, weight=0.0), build_loss("lws", masks, weight=2.0)
+    plain = build_loss("lws", masks, non_candidate_weight=0.0)
+    weighted = build_loss("lws", masks, non_candidate_weight=2.0)
     for loss in (plain, weighted):
         loss.update(logits, rows)
     weights = lws_weights(logits, masks)

@@ -34,7 +34,7 @@ class LossTerm:
     loss: str = "cc"
     teacher: Optional[np.ndarray] = None  # [n, C] handcrafted-prompt posterior (prompt alignment)
     teacher_mix: float = 0.0              # share of the learnable prompt's posterior in the alignment target
-    loss_options: Optional[dict] = None   # the loss's own knobs (LWS: {"weight": λ})
+    loss_options: Optional[dict] = None   # the losses' knobs, e.g. {"non_candidate_weight": λ} (LWS)
 
 
 class Method:

@@ -39,5 +39,5 @@ class PLL(Method):
         if train.align:
             teacher = text_posterior(pool.features[targets.rows], pool.zero_shot_weights).astype(np.float32)
         return [LossTerm("candidates", pool.features[targets.rows], targets.weights, 1.0, loss=train.pll_loss,
-                         teacher=teacher, teacher_mix=train.align_mix, loss_options={"weight": train.lws_weight}
-                         if train.pll_loss == "lws" else None)]
+                         teacher=teacher, teacher_mix=train.align_mix,
+                         loss_options={"non_candidate_weight": train.lws_weight})]
