@@ -17,11 +17,10 @@ from pipeline.errors import PipelineError
 
 PARADIGMS = ("ul", "ssl", "trzsl", "candidates")
 PLL_LOSSES = ("cc", "rc", "lws", "cavl")  # pipeline/partial_labels.py
-TORCHVISION_DATASETS = (
-    "flowers102", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_pets",
-    "caltech101", "sun397", "stanford_cars", "cifar10", "cifar100", "mnist",
-)
-DATASETS = ("demo", "folder") + TORCHVISION_DATASETS
+BENCHMARKS = ("flowers102", "resisc45", "dtd", "eurosat", "fgvc_aircraft", "cub")  # pipeline/datasets/<name>.py
+TORCHVISION_DATASETS = ("food101", "oxford_pets", "caltech101", "sun397", "stanford_cars", "cifar10", "cifar100",
+                        "mnist")
+DATASETS = ("demo", "folder") + BENCHMARKS + TORCHVISION_DATASETS
 BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "noise")
 
 
@@ -84,7 +83,7 @@ class DatasetParams(_Strict):
     root: Optional[str] = None
     download: bool = False
     class_names_file: Optional[str] = None
-    test_fraction: float = Field(0.5, gt=0, lt=1)
+    test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # null: the source's (0.5; RESISC45 0.8)
     split_seed: int = Field(0, ge=0)
     demo: WorldParams = WorldParams()
 
@@ -99,7 +98,7 @@ class DatasetParams(_Strict):
             raise ValueError(
                 f"dataset.name={self.name!r} needs dataset.root (the folder that holds the images"
                 + (", or where torchvision may download them with dataset.download: true)"
-                   if self.name in TORCHVISION_DATASETS else ")")
+                   if self.name in TORCHVISION_DATASETS + ("flowers102", "dtd", "eurosat", "fgvc_aircraft") else ")")
             )
         return self
 
@@ -243,12 +242,13 @@ class PseudolabelParams(_Strict):
 
 
 class TrainParams(_Strict):
-    """CoOp prompt learning on cached image features."""
+    """CoOp prompt learning on cached image features. Within `Params`, the recipe keys (n_ctx ...
+    batch_size) default to the protocol's (`pipeline/protocols.py`); these defaults are the project's."""
 
     n_ctx: int = Field(16, ge=1)
     ctx_init: str = "a photo of a"
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.002, gt=0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     epochs: int = Field(50, ge=1)
@@ -281,6 +281,7 @@ class Params(_Strict):
     seed: int = Field(0, ge=0)   # numpy's generators take no negative seed
     method: str = "air"
     paradigm: str = "ul"
+    protocol: str = "project"    # pipeline/protocols.py: the rules of a reference codebase
     dataset: DatasetParams = DatasetParams()
     paradigm_options: ParadigmParams = ParadigmParams()
     adapt: AdaptParams = AdaptParams()
@@ -302,6 +303,21 @@ class Params(_Strict):
     @classmethod
     def _paradigm(cls, value: str) -> str:
         return _one_of(value, PARADIGMS, "paradigm")
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        from pipeline.protocols import PROTOCOLS
+
+        return _one_of(value, tuple(PROTOCOLS), "protocol")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_defaults(cls, data):
+        """Recipe keys (`train.*`) and `clip.templates` left out or null take the protocol's values."""
+        from pipeline.protocols import resolve
+
+        return resolve(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _method_fits_paradigm(self) -> "Params":

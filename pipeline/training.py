@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.batching import PLANS
 from pipeline.candidates import LOGIT_SCALE, Candidates
 from pipeline.devices import rebalance_threads
 from pipeline.methods import LossTerm, Method
@@ -25,12 +26,24 @@ from pipeline.params import TrainParams
 from pipeline.partial_labels import build_loss
 from pipeline.pool import Pool
 from pipeline.prompts import PromptLearner
+from pipeline.protocols import PROTOCOLS, Protocol, get_protocol
 
 log = logging.getLogger(__name__)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up, then cosine decay to zero."""
+def _schedule(optimizer: torch.optim.Optimizer, warmup_epochs: int, epochs: int, steps_per_epoch: int,
+              per_epoch: bool = False):
+    """Linear warm-up, then cosine decay to zero: per optimiser step, or (GRIP's and CPL's
+    `utils/schedulers.py`) one factor per epoch, `e / warmup` in warm-up (so epoch 0 learns nothing)."""
+    if per_epoch:
+        def factor(step: int) -> float:
+            epoch = step // steps_per_epoch
+            if epoch < warmup_epochs:
+                return epoch / warmup_epochs
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -45,12 +58,14 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
 
 
 def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParams, seed: int,
-               device: torch.device, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+               device: torch.device, on_epoch: Callable[[int, float], None] | None = None,
+               protocol: Protocol = PROTOCOLS["project"], paradigm: str = "ul") -> list[float]:
     """Train the learner's context on the loss terms; returns the mean loss of every epoch.
 
-    An epoch is one pass over the first non-empty term (the pseudo-labels, or with none yet, as in
-    GRIP's first round on a small pool, the next source); the other terms draw batches of the same
-    size at random. With no non-empty term nothing is trained.
+    The protocol's plan (`pipeline.batching`) says which rows of which term each step trains on and
+    at what scale; under the project's, an epoch is one pass over the first non-empty term (the
+    pseudo-labels, or with none yet, as in GRIP's first round on a small pool, the next source) and
+    the other terms draw batches of the same size at random. With no non-empty term nothing is trained.
 
     A loss with per-image state (RC, LWS) is updated with the logits its rows get from the prompt
     after the optimiser step; those are the next step's logits (same parameters), so the update
@@ -58,36 +73,35 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
     """
     rng = np.random.default_rng(seed)
     to = lambda array: torch.tensor(array, dtype=torch.float32, device=device)  # noqa: E731
-    sources = [(to(term.features), _term_loss(term, to), term.scale) for term in terms
-               if len(term.weights) and term.scale > 0]
-    if not sources:
+    used = [term for term in terms if len(term.weights) and term.scale > 0]
+    if not used:
         return []
-    main_size = len(sources[0][1].weights)
-    epoch_steps = steps_per_epoch(main_size, params.batch_size)
+    sources = [(to(term.features), _term_loss(term, to)) for term in used]
+    plan = PLANS[protocol.batching]([t.name for t in used], [len(t.weights) for t in used], [t.scale for t in used],
+                                    params.batch_size, paradigm)
+    epoch_steps = plan.steps_per_epoch
 
     if params.optimizer == "sgd":
         optimizer = torch.optim.SGD(learner.parameters(), lr=params.lr, momentum=params.momentum,
                                     weight_decay=params.weight_decay)
     else:
         optimizer = torch.optim.Adam(learner.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    scheduler = _schedule(optimizer, params.warmup_epochs * epoch_steps, params.epochs * epoch_steps)
+    scheduler = _schedule(optimizer, params.warmup_epochs, params.epochs, epoch_steps, protocol.schedule == "epoch")
 
     history, pending = [], []
     learner.train()
     for epoch in range(params.epochs):
         rebalance_threads()
-        order = rng.permutation(main_size)
         total = 0.0
-        for step in range(epoch_steps):
+        for step_rows in plan.epoch(rng):
             class_weights = learner()
             with torch.no_grad():
                 for features, term_loss, rows in pending:
                     term_loss.update(LOGIT_SCALE * features[rows] @ class_weights.T, rows)
             pending = []
-            batch = order[step * params.batch_size:(step + 1) * params.batch_size]
             loss = 0.0
-            for index, (features, term_loss, scale) in enumerate(sources):
-                rows = batch if index == 0 else rng.integers(0, len(term_loss.weights), len(batch))
+            for index, rows, scale in step_rows:
+                features, term_loss = sources[index]
                 rows = torch.as_tensor(rows, device=device)
                 logits = LOGIT_SCALE * features[rows] @ class_weights.T
                 loss = loss + scale * term_loss(logits, rows)
@@ -95,6 +109,8 @@ def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParam
                     pending.append((features, term_loss, rows))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if protocol.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), protocol.clip_grad_norm)
             optimizer.step()
             scheduler.step()
             total += loss.item()
@@ -119,6 +135,7 @@ class RoundResult:
     candidate_coverage: float
     mean_candidate_set_size: float
     final_loss: float
+    held_out: int = 0      # pseudo-labeled and labeled rows the protocol kept out of training
 
 
 @dataclass
@@ -137,22 +154,25 @@ def run_method(method: Method, make_learner: Callable[[], PromptLearner], pool: 
     if not method.trains:
         return MethodResult(zero_shot_weights, None, first_round, [])
     rounds = method.rounds()
+    protocol = get_protocol(method.params.protocol)
     pseudo, results, learner, weights = first_round, [], None, zero_shot_weights
     for round_index in range(1, rounds + 1):
         if round_index > 1:
             pseudo = method.pseudo_label(pool, weights, round_index, previous=pseudo)
         learner = make_learner()
-        history = fit_prompt(learner, method.loss_terms(pool, pseudo), method.params.train, seed + round_index,
-                             device, None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)))
+        terms, held_out = protocol.training_terms(method.loss_terms(pool, pseudo), _round_k(pseudo))
+        history = fit_prompt(learner, terms, method.params.train, seed + round_index, device,
+                             None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)),
+                             protocol, method.params.paradigm)
         with torch.no_grad():
             weights = learner().cpu().numpy()
         results.append(RoundResult(round_index, _round_k(pseudo), len(pseudo), pseudo.accuracy(pool.true_labels),
                                    pseudo.coverage(pool.true_labels), pseudo.mean_set_size(),
-                                   history[-1] if history else float("nan")))
-        log.info("round %d/%d: %d pseudo-labels (%.1f%% right, true class in the set %.1f%%, %.2f per set), "
-                 "final loss %.4f", round_index, rounds, results[-1].n_pseudo_labels,
+                                   history[-1] if history else float("nan"), held_out))
+        log.info("round %d/%d: %d pseudo-labels (%.1f%% right, true class in the set %.1f%%, %.2f per set, "
+                 "%d rows held out), final loss %.4f", round_index, rounds, results[-1].n_pseudo_labels,
                  100 * results[-1].pseudo_label_accuracy, 100 * results[-1].candidate_coverage,
-                 results[-1].mean_candidate_set_size, results[-1].final_loss)
+                 results[-1].mean_candidate_set_size, held_out, results[-1].final_loss)
     return MethodResult(weights, learner.context_state(), pseudo, results)
 
 

@@ -63,7 +63,7 @@ def run(spec: str) -> dict:
     workspace = load_workspace()
     frame = workspace.manifest.assign(path=None, image=None)  # the paradigm only needs ids, splits, labels
     workspace.manifest = apply_paradigm(Dataset(frame, workspace.class_names), params.paradigm,
-                                        params.paradigm_options, params.seed).drop(columns=["path", "image"])
+                                        params.paradigm_options, params.seed, params.protocol).drop(columns=["path", "image"])
     method = build_method(params)
     if "synthetic" in extra:
         frame, embeddings = read_table(extra["synthetic"])

@@ -18,7 +18,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
     with stage("prepare"):
         params = load_params(params_file)
         manifest, class_names, candidates = prepare(params.dataset, params.paradigm, params.paradigm_options,
-                                                    params.seed)
+                                                    params.seed, params.protocol)
         # No paradigm in the manifest's metadata: switching between paradigms that label nothing (UL,
         # candidates) leaves its bytes, so the image stages downstream are not re-run.
         write_table(paths.MANIFEST, manifest, metadata={"dataset": params.dataset.name})

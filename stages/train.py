@@ -13,6 +13,7 @@ from pipeline.methods import build_method
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from pipeline.prompts import PromptLearner
+from pipeline.protocols import RECIPE_KEYS
 from pipeline.training import run_ensemble
 from pipeline.workspace import load_workspace, read_pseudo_labels, training_pool
 from stages._cli import stage
@@ -60,6 +61,9 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         first = ensemble.members[0]  # the pseudo-labels reported are those of the first member
         write_json(paths.ROUNDS, {
             "method": method.name,
+            "protocol": params.protocol,
+            "recipe": {key: getattr(params.train, key) for key in RECIPE_KEYS},  # after the protocol's defaults
+            "templates": params.clip.templates,
             "ensemble": len(ensemble.members),
             "n_pseudo_labels": len(first.pseudo),
             "pseudo_label_accuracy": first.pseudo.accuracy(pool.true_labels),

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -11,11 +13,32 @@ from pipeline.params import DatasetParams, ParadigmParams, WorldParams
 DEMO = DatasetParams(name="demo", demo=WorldParams(images_per_class=6, test_images_per_class=3))
 
 
-def test_trzsl_split_matches_the_reference_rule():
+def test_trzsl_split_of_the_project_protocol_is_numpys_generator():
     options = ParadigmParams()
-    expected = np.sort(np.random.default_rng(500).choice(24, int(0.62 * 24), replace=False))
+    expected = np.random.default_rng(500).choice(24, int(0.62 * 24), replace=False)
     np.testing.assert_array_equal(seen_classes(24, options), expected)
     assert len(seen_classes(102, options)) == 63
+
+
+# GRIP's published split files, data/data_splits/{EuroSAT,Flowers102}.json "split_500" "seen"
+# (BatsResearch/menghini-neurips23-code @ b387624c): EuroSAT as indices, Flowers102 as its first names.
+GRIP_EUROSAT_SEEN = [4, 2, 9, 3, 0, 5]
+GRIP_FLOWERS_SEEN_START = ["canna lily", "petunia", "silverbush", "prince of wales feathers", "pincushion flower",
+                           "bird of paradise", "frangipani", "hard-leaved pocket orchid", "bearded iris",
+                           "passion flower"]
+
+
+@pytest.mark.parametrize("protocol", ["grip", "cpl"])
+def test_trzsl_split_of_the_reference_protocols_reproduces_grips_published_split_files(protocol):
+    from pipeline.datasets.benchmark import shipped_class_names
+
+    options = ParadigmParams()
+    assert seen_classes(10, options, protocol).tolist() == GRIP_EUROSAT_SEEN
+    flowers = shipped_class_names("flowers102")
+    seen = seen_classes(len(flowers), options, protocol)
+    assert len(seen) == 63 and len(set(seen.tolist())) == 63
+    assert [flowers[i] for i in seen[:10]] == GRIP_FLOWERS_SEEN_START
+    assert set(seen.tolist()) != set(seen_classes(102, options).tolist())  # the project's draw differs
 
 
 def test_paradigms_mark_labels():
@@ -57,9 +80,14 @@ def test_demo_is_rendered_in_memory_and_deterministic(tmp_path, monkeypatch):
     assert not set(train["image"]) & set(test["image"])
 
 
-def test_torchvision_missing_root_says_how_to_fix(tmp_path):
-    with pytest.raises(PipelineError, match=r"Flowers102 not found under dataset.root=.*dataset.download: true"):
-        load_dataset(DatasetParams(name="flowers102", root=str(tmp_path / "nowhere")))
+@pytest.mark.parametrize(("name", "message"), [
+    ("food101", r"Food101 not found under dataset.root=.*dataset.download: true"),
+    ("flowers102", r"no setid.mat under dataset.root=.*flowers-102/jpg/image_00001.jpg.*dataset.download: true"),
+    ("resisc45", r"no airplane under dataset.root=.*NWPU-RESISC45/airplane/airplane_001.jpg(?!.*download)"),
+])
+def test_a_missing_dataset_says_where_its_files_go(tmp_path, name, message):
+    with pytest.raises(PipelineError, match=re.compile(message, re.S)):
+        load_dataset(DatasetParams(name=name, root=str(tmp_path / "nowhere")))
 
 
 def test_candidates_paradigm_draws_one_set_per_training_image_from_its_own_seed():

@@ -107,7 +107,7 @@ def test_folder_errors_name_the_problem_and_the_fix(tmp_path):
     _folder(tmp_path / "mapped", ["cat", "dog"])
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"cat": "cat", "wolf": "wolf"}))
-    with pytest.raises(PipelineError, match=r"no name for folders \['dog'\].*do not exist \['wolf'\]"):
+    with pytest.raises(PipelineError, match=r"no name for \['dog'\].*no class \['wolf'\]"):
         _load(tmp_path / "mapped", class_names_file=str(mapping))
 
 

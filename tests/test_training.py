@@ -231,7 +231,7 @@ def test_rc_updated_from_the_next_steps_forward_trains_exactly_as_with_a_separat
     features, rc = torch.tensor(pool.features), build_loss("rc", torch.tensor(sets.weights))
     steps = steps_per_epoch(len(features), config.train.batch_size)
     optimizer = torch.optim.Adam(reference.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
-    scheduler = _schedule(optimizer, 0, config.train.epochs * steps)
+    scheduler = _schedule(optimizer, config.train.warmup_epochs, config.train.epochs, steps)
     rng = np.random.default_rng(5)
     for _ in range(config.train.epochs):
         order = rng.permutation(len(features))

@@ -1,6 +1,8 @@
 """Dataset sources, one per module: `demo` (the procedural world, rendered in memory), `folder` (your
-own image folders) and `torchvision`; `paradigms` turns a source's images into the manifest the
-stages read, and `images` opens any manifest row as an 8-bit RGB image.
+own image folders), the papers' benchmarks (`flowers102`, `dtd`, `eurosat`, `fgvc_aircraft`,
+`resisc45`, `cub`: their on-disk layouts read directly, shared parts in `benchmark`) and the other
+`torchvision` datasets; `paradigms` turns a source's images into the manifest the stages read, and
+`images` opens any manifest row as an 8-bit RGB image.
 """
 
 from __future__ import annotations
@@ -26,11 +28,20 @@ def pretty_class_name(raw: str) -> str:
 
 
 def load_dataset(params: DatasetParams) -> Dataset:
-    """The images of the source `dataset.name` names (sources are imported here: they import `Dataset`)."""
-    from pipeline.datasets import demo, folder, torchvision
+    """The images of the source `dataset.name` names, renamed by `dataset.class_names_file` if given
+    (sources are imported here: they import `Dataset`)."""
+    import importlib
+
+    from pipeline.datasets import benchmark, demo, folder, torchvision
+    from pipeline.params import BENCHMARKS
 
     if params.name == "demo":
-        return demo.demo_dataset(params.demo)
+        return benchmark.renamed(demo.demo_dataset(params.demo), params.class_names_file)
     if params.name == "folder":
         return folder.folder_dataset(params)
-    return torchvision.torchvision_dataset(params)
+    if params.name in BENCHMARKS:
+        if params.download:
+            benchmark.download(params.name, params.root)
+        dataset = importlib.import_module(f"pipeline.datasets.{params.name}").load(params)
+        return benchmark.renamed(dataset, params.class_names_file)
+    return benchmark.renamed(torchvision.torchvision_dataset(params), params.class_names_file)

@@ -18,7 +18,6 @@ decoded in full before the manifest is built, so a truncated file is named here,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import pandas as pd
 from PIL import UnidentifiedImageError
 
 from pipeline.datasets import Dataset, pretty_class_name
+from pipeline.datasets.benchmark import renamed
 from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams
@@ -48,8 +48,8 @@ def folder_dataset(params: DatasetParams) -> Dataset:
         raise PipelineError(f"dataset.root={params.root!r} is not a folder; point it at root/<class>/*.jpg")
     split_roots = _split_roots(root)
     class_folders = _class_folders(root, split_roots)
-    names = (_read_class_map(params.class_names_file, class_folders) if params.class_names_file
-             else [pretty_class_name(f) for f in class_folders])
+    names = renamed(Dataset(pd.DataFrame(), [pretty_class_name(f) for f in class_folders]),
+                    params.class_names_file, keys=class_folders).class_names
     _check_distinct_names(class_folders, names, params.class_names_file)
 
     skipped: list[Path] = []
@@ -110,29 +110,6 @@ def _class_folders(root: Path, split_roots: dict[str, Path]) -> list[str]:
     return folders
 
 
-def _read_class_map(path: str, folders: list[str]) -> list[str]:
-    file = Path(path)
-    if not file.exists():
-        raise PipelineError(f"dataset.class_names_file={path!r} does not exist; fix the path or remove the key")
-    try:
-        mapping = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise PipelineError(f"{path} is not JSON ({error}); it must map folder names to class names") from None
-    if not isinstance(mapping, dict):
-        raise PipelineError(f"{path} must be a JSON object mapping folder names to class names")
-    missing = [f for f in folders if f not in mapping]
-    extra = [k for k in mapping if k not in folders]
-    if missing or extra:
-        raise PipelineError(
-            f"{path} does not match the class folders: "
-            + (f"no name for folders {missing[:SHOWN]}" if missing else "")
-            + ("; " if missing and extra else "")
-            + (f"names for folders that do not exist {extra[:SHOWN]}" if extra else "")
-            + "; make its keys exactly the class folder names"
-        )
-    return [str(mapping[f]) for f in folders]
-
-
 def _check_distinct_names(folders: list[str], names: list[str], class_names_file: str | None) -> None:
     """Two folders with one name would be one class to CLIP (its tokenizer ignores case and spacing)."""
     by_name: dict[str, list[str]] = {}
@@ -180,13 +157,14 @@ def _random_split_rows(root: Path, class_folders: list[str], params: DatasetPara
                        skipped: list[Path]) -> pd.DataFrame:
     rows = []
     rng = np.random.default_rng(params.split_seed)
+    fraction = 0.5 if params.test_fraction is None else params.test_fraction
     for label, folder in enumerate(class_folders):
         files = _files(root / folder, skipped)
         if len(files) < 2:
             raise PipelineError(f"class folder {root / folder} holds {len(files)} image(s); each class needs at least 2")
         order = rng.permutation(len(files))
         is_test = np.zeros(len(files), dtype=bool)
-        is_test[order[:max(1, int(round(params.test_fraction * len(files))))]] = True
+        is_test[order[:max(1, int(round(fraction * len(files))))]] = True
         rows += _rows([f for f, test in zip(files, is_test) if not test], "train", root, label)
         rows += _rows([f for f, test in zip(files, is_test) if test], "test", root, label)
     return pd.DataFrame(rows)

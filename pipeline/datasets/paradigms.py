@@ -14,19 +14,21 @@ from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams, ParadigmParams
 from pipeline.plots import class_grid
+from pipeline.protocols import get_protocol
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["id", "path", "image", "split", "label", "labeled", "seen"]
 
 
-def seen_classes(n_classes: int, options: ParadigmParams) -> np.ndarray:
-    """TRZSL's seen classes: `rng(split_seed).choice(C, int(0.62 C))`, sorted."""
-    rng = np.random.default_rng(options.split_seed)
-    return np.sort(rng.choice(n_classes, int(options.seen_fraction * n_classes), replace=False))
+def seen_classes(n_classes: int, options: ParadigmParams, protocol: str = "project") -> np.ndarray:
+    """TRZSL's seen classes, `int(seen_fraction · C)` drawn from `split_seed` by the protocol's
+    generator, in draw order (GRIP's split files list them so)."""
+    return get_protocol(protocol).seen_classes(n_classes, options.seen_fraction, options.split_seed)
 
 
-def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, seed: int) -> pd.DataFrame:
+def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, seed: int,
+                   protocol: str = "project") -> pd.DataFrame:
     """Add `labeled` and `seen`: which training labels the methods may use, and which classes are seen."""
     frame = dataset.frame.copy()
     n_classes = len(dataset.class_names)
@@ -34,20 +36,19 @@ def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, see
     frame["labeled"] = False
     frame["seen"] = True
     if paradigm == "ssl":
-        rng = np.random.default_rng(seed)
         labels = frame["label"].to_numpy()
-        chosen = []
+        members = []
         for label in range(n_classes):
-            candidates = np.flatnonzero(train & (labels == label))
-            if len(candidates) <= options.n_label:
+            members.append(np.flatnonzero(train & (labels == label)))
+            if len(members[-1]) <= options.n_label:
                 raise PipelineError(
                     f"SSL needs more than paradigm_options.n_label={options.n_label} training images per class; "
-                    f"class {dataset.class_names[label]!r} has {len(candidates)}. Lower n_label."
+                    f"class {dataset.class_names[label]!r} has {len(members[-1])}. Lower n_label."
                 )
-            chosen += rng.choice(candidates, options.n_label, replace=False).tolist()
+        chosen = get_protocol(protocol).ssl_labeled(members, options.n_label, seed)
         frame.loc[frame.index[chosen], "labeled"] = True
     elif paradigm == "trzsl":
-        seen = seen_classes(n_classes, options)
+        seen = seen_classes(n_classes, options, protocol)
         if len(seen) in (0, n_classes):
             raise PipelineError(
                 f"TRZSL with {n_classes} classes and seen_fraction={options.seen_fraction} leaves "
@@ -58,11 +59,11 @@ def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, see
     return frame[MANIFEST_COLUMNS]
 
 
-def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParams, seed: int
-            ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParams, seed: int,
+            protocol: str = "project") -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """The manifest, the class names and the candidate sets (empty unless the paradigm is `candidates`)."""
     dataset = load_dataset(dataset_params)
-    manifest = apply_paradigm(dataset, paradigm, options, seed)
+    manifest = apply_paradigm(dataset, paradigm, options, seed, protocol)
     counts = manifest.groupby("split").size().to_dict()
     log.info("%s: %d classes, %s images, %d labeled for training (%s)", dataset_params.name,
              len(dataset.class_names), counts, int(manifest["labeled"].sum()), paradigm.upper())

@@ -17,10 +17,6 @@ from pipeline.params import DatasetParams
 
 # name -> (torchvision class, constructor kwargs for train, for test); None: no official split.
 _TORCHVISION = {
-    "flowers102": ("Flowers102", {"split": "train"}, {"split": "test"}),
-    "dtd": ("DTD", {"split": "train"}, {"split": "test"}),
-    "eurosat": ("EuroSAT", None, None),
-    "fgvc_aircraft": ("FGVCAircraft", {"split": "trainval"}, {"split": "test"}),
     "food101": ("Food101", {"split": "train"}, {"split": "test"}),
     "oxford_pets": ("OxfordIIITPet", {"split": "trainval"}, {"split": "test"}),
     "caltech101": ("Caltech101", None, None),
@@ -34,7 +30,7 @@ _TORCHVISION = {
 
 def _torchvision_items(dataset) -> tuple[list[str | None], list[bytes | None], list[int]]:
     """Paths when the dataset keeps files on disk (cheap), otherwise PNG bytes of every image."""
-    if hasattr(dataset, "samples"):  # ImageFolder-style (EuroSAT)
+    if hasattr(dataset, "samples"):  # ImageFolder-style
         return [str(p) for p, _ in dataset.samples], [None] * len(dataset), [int(y) for _, y in dataset.samples]
     files = getattr(dataset, "_image_files", None) or getattr(dataset, "_images", None)
     labels = getattr(dataset, "_labels", None)
@@ -68,7 +64,7 @@ def torchvision_dataset(params: DatasetParams) -> Dataset:
         whole = build({})
         paths, images, labels = _torchvision_items(whole)
         order = np.random.default_rng(params.split_seed).permutation(len(labels))
-        n_test = int(round(params.test_fraction * len(labels)))
+        n_test = int(round((params.test_fraction or 0.5) * len(labels)))
         split_of = np.empty(len(labels), dtype=object)
         split_of[order[:n_test]] = "test"
         split_of[order[n_test:]] = "train"

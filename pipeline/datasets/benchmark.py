@@ -1,0 +1,129 @@
+"""What the named benchmarks (AiR's five and CPL's CUB) share: the papers' class names shipped with
+the package, finding the on-disk layout under `dataset.root`, an error that says where the files go,
+and `dataset.class_names_file` for any source.
+
+Each benchmark reads its original archive layout (the one torchvision downloads into, too) directly,
+so the unlabeled pool can be the papers' train+val split and no checksum of a metadata file stands
+between a user's copy and the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.datasets import Dataset
+from pipeline.errors import PipelineError
+
+CLASS_NAMES_DIR = Path(__file__).parent / "class_names"
+SHOWN = 5
+
+
+def shipped_class_names(name: str) -> list[str]:
+    """The papers' class names of a benchmark, in label order (sources: class_names/README.md)."""
+    return _lines(CLASS_NAMES_DIR / f"{name}.txt")
+
+
+def shipped_folders(name: str, kind: str = "folders") -> list[str]:
+    """Each class's on-disk key (its folder, or FGVC's variant string), in the order of
+    `shipped_class_names(name)`."""
+    return _lines(CLASS_NAMES_DIR / f"{name}_{kind}.txt")
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def locate(root: str, inner: tuple[str, ...], marker: str, dataset: str, layout: str) -> Path:
+    """The folder holding `marker`: `root` itself or `root/<inner...>` (the archive's top folders)."""
+    base = Path(root).expanduser()
+    for depth in range(len(inner) + 1):
+        candidate = base.joinpath(*inner[:depth])
+        if (candidate / marker).exists():
+            return candidate
+    raise PipelineError(
+        f"dataset.name={dataset!r}: no {marker} under dataset.root={root!r}. Expected the original layout:\n"
+        f"{layout}\nPoint dataset.root at the folder that holds it"
+        + (" (or set dataset.download: true once online)" if dataset in DOWNLOADABLE else "") + "."
+    )
+
+
+# Benchmarks torchvision can fetch into the very layout read here.
+DOWNLOADABLE = {"flowers102": "Flowers102", "dtd": "DTD", "fgvc_aircraft": "FGVCAircraft", "eurosat": "EuroSAT"}
+
+
+def download(dataset: str, root: str) -> None:
+    """Let torchvision fetch the archive into `root` (when online)."""
+    if dataset not in DOWNLOADABLE:
+        raise PipelineError(f"dataset.name={dataset!r} cannot be downloaded here; put its files under dataset.root "
+                            "as the README's 'Reproducing the papers' section shows, and set dataset.download: false")
+    import torchvision.datasets as tvd
+
+    getattr(tvd, DOWNLOADABLE[dataset])(root, download=True)
+
+
+def missing_files(paths: list[str], dataset: str) -> None:
+    """Refuse a copy whose split lists name files that are not there."""
+    absent = [p for p in paths if not Path(p).is_file()]
+    if absent:
+        raise PipelineError(
+            f"dataset.name={dataset!r}: {len(absent)} image(s) named by the split lists are missing, e.g. "
+            + ", ".join(absent[:SHOWN]) + ". Unpack the complete archive under dataset.root."
+        )
+
+
+def frame(paths: list[str], ids: list[str], splits: list[str], labels: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"id": ids, "path": paths, "image": None, "split": splits,
+                         "label": np.asarray(labels, dtype=np.int64)})
+
+
+def random_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """'train' / 'test' per image, `test_fraction` of every class to test (for sources without an
+    official split), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), "train", dtype=object)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = rng.permutation(members)
+        split[order[:max(1, int(round(test_fraction * len(members))))]] = "test"
+    return split
+
+
+def renamed(dataset: Dataset, class_names_file: str | None, keys: list[str] | None = None) -> Dataset:
+    """Apply `dataset.class_names_file`: a text file with one name per line in label order (GRIP's
+    class_files format), or a JSON object from each class's key (its folder for folder-style sources,
+    otherwise its default name) to the name to use."""
+    if not class_names_file:
+        return dataset
+    path = Path(class_names_file).expanduser()
+    if not path.is_file():
+        raise PipelineError(f"dataset.class_names_file={class_names_file!r} does not exist; fix the path or "
+                            "remove the key")
+    keys = keys or dataset.class_names
+    if path.suffix.lower() == ".json":
+        try:
+            mapping = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise PipelineError(f"{path} is not JSON ({error}); it must map class keys to class names") from None
+        if not isinstance(mapping, dict):
+            raise PipelineError(f"{path} must be a JSON object mapping class keys to class names")
+        missing = [k for k in keys if k not in mapping]
+        extra = [k for k in mapping if k not in keys]
+        if missing or extra:
+            raise PipelineError(
+                f"{path} does not match the classes: "
+                + (f"no name for {missing[:SHOWN]}" if missing else "")
+                + ("; " if missing and extra else "")
+                + (f"names for keys that are no class {extra[:SHOWN]}" if extra else "")
+                + f"; its keys must be exactly these {len(keys)}: {keys[:SHOWN]}..."
+            )
+        names = [str(mapping[k]) for k in keys]
+    else:
+        names = _lines(path)
+        if len(names) != len(keys):
+            raise PipelineError(f"{path} has {len(names)} non-empty lines but the dataset has {len(keys)} classes; "
+                                "give one class name per line, in label order")
+    return Dataset(dataset.frame, names)

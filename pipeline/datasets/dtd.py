@@ -1,0 +1,38 @@
+"""Describable Textures (DTD) as the papers use it: partition 1, pool = train1 + val1 (3,760
+images), test = test1 (1,880), 47 classes. Layout: `dtd/{images/<class>/*.jpg, labels/train1.txt,
+val1.txt, test1.txt}` (torchvision downloads it to `<root>/dtd/dtd`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.datasets import Dataset
+from pipeline.datasets.benchmark import frame, locate, missing_files, shipped_class_names
+from pipeline.errors import PipelineError
+from pipeline.params import DatasetParams
+
+LAYOUT = "  <root>/dtd/images/banded/banded_0002.jpg ...\n  <root>/dtd/labels/{train1,val1,test1}.txt"
+PARTITION = 1
+
+
+def load(params: DatasetParams) -> Dataset:
+    base = locate(params.root, ("dtd", "dtd"), "labels", "dtd", LAYOUT)
+    folders = sorted(p.name for p in (base / "images").iterdir() if p.is_dir()) if (base / "images").is_dir() else []
+    paths, ids, splits, labels = [], [], [], []
+    for part, split in (("train", "train"), ("val", "train"), ("test", "test")):
+        listing = base / "labels" / f"{part}{PARTITION}.txt"
+        if not listing.is_file():
+            raise PipelineError(f"dtd: {listing} is missing; unpack the complete archive (labels/{part}{PARTITION}.txt)")
+        for line in listing.read_text().split():
+            folder = line.split("/")[0]
+            if folder not in folders:
+                raise PipelineError(f"dtd: {listing} names {line}, but {base / 'images' / folder} is not a folder")
+            paths.append(str(Path(base, "images", line)))
+            ids.append(f"{split}/{line}")
+            splits.append(split)
+            labels.append(folders.index(folder))
+    names = shipped_class_names("dtd")
+    if len(folders) != len(names):
+        raise PipelineError(f"dtd: {base / 'images'} holds {len(folders)} class folders, DTD has {len(names)}")
+    missing_files(paths, "dtd")
+    return Dataset(frame(paths, ids, splits, labels), names)
