@@ -33,6 +33,7 @@ def load_dataset(params: DatasetParams) -> Dataset:
     import importlib
 
     from pipeline.datasets import benchmark, demo, folder, torchvision
+    from pipeline.datasets.images import check_decodable
     from pipeline.params import BENCHMARKS
 
     if params.name == "demo":
@@ -43,5 +44,6 @@ def load_dataset(params: DatasetParams) -> Dataset:
         if params.download:
             benchmark.download(params.name, params.root)
         dataset = importlib.import_module(f"pipeline.datasets.{params.name}").load(params)
+        check_decodable(dataset.frame["path"].tolist())  # a truncated file is named here, not mid-training
         return benchmark.renamed(dataset, params.class_names_file)
     return benchmark.renamed(torchvision.torchvision_dataset(params), params.class_names_file)

@@ -19,17 +19,14 @@ decoded in full before the manifest is built, so a truncated file is named here,
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import UnidentifiedImageError
 
 from pipeline.datasets import Dataset, pretty_class_name
 from pipeline.datasets.benchmark import renamed
-from pipeline.datasets.images import open_image
+from pipeline.datasets.images import check_decodable
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams
 
@@ -61,7 +58,7 @@ def folder_dataset(params: DatasetParams) -> Dataset:
         log.info("skipped %d file(s) under %s that are not %s images: %s", len(skipped), root,
                  "/".join(sorted(IMAGE_SUFFIXES)), _listing([p.relative_to(root).as_posix() for p in skipped]))
     _check_unique_ids(frame)
-    _check_decodable(frame["path"].tolist())
+    check_decodable(frame["path"].tolist())
     return Dataset(frame, names)
 
 
@@ -175,26 +172,6 @@ def _check_unique_ids(frame: pd.DataFrame) -> None:
     if repeated:
         raise PipelineError(f"{len(repeated)} manifest id(s) repeat: {_listing(repeated)}; this is a bug in the "
                             "folder source (ids come from unique relative paths), please report it with the layout")
-
-
-def _check_decodable(paths: list[str]) -> None:
-    """Decode every image in full, as training will (PIL's verify() passes a truncated JPEG); once each."""
-    log.info("decoding %d images to check them", len(paths))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        problems = sorted(p for p in pool.map(_decode_problem, paths) if p)
-    if problems:
-        raise PipelineError(f"{len(problems)} image(s) cannot be read: {_listing(problems, separator='; ')}. "
-                            "Remove or replace them, then run again.")
-
-
-def _decode_problem(path: str) -> str | None:
-    try:
-        open_image(path, None)
-    except UnidentifiedImageError:
-        return f"{path} (not an image format Pillow reads)"
-    except Exception as error:  # PIL raises many kinds; all mean the same to the user
-        return f"{path} ({type(error).__name__}: {error})"
-    return None
 
 
 def _listing(items: list[str], separator: str = ", ") -> str:

@@ -15,9 +15,16 @@ white) and drops alpha (transparent pixels show whatever colour they hide). The 
 from __future__ import annotations
 
 import io
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 SIXTEEN_BIT_STEP = 257  # 65535 / 255
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
@@ -55,3 +62,27 @@ def _grey_to_8bit(image: Image.Image) -> Image.Image:
     else:
         scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
     return Image.fromarray(np.rint(scaled).astype(np.uint8))
+
+
+def check_decodable(paths: list[str]) -> None:
+    """Decode every image in full, as training will (PIL's verify() passes a truncated JPEG); once each."""
+    log.info("decoding %d images to check them", len(paths))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        problems = sorted(p for p in pool.map(_decode_problem, paths) if p)
+    if problems:
+        raise PipelineError(f"{len(problems)} image(s) cannot be read: {_listing(problems)}. "
+                            "Remove or replace them, then run again.")
+
+
+def _decode_problem(path: str) -> str | None:
+    try:
+        open_image(path, None)
+    except UnidentifiedImageError:
+        return f"{path} (not an image format Pillow reads)"
+    except Exception as error:  # PIL raises many kinds; all mean the same to the user
+        return f"{path} ({type(error).__name__}: {error})"
+    return None
+
+
+def _listing(items: list[str], shown: int = 5) -> str:
+    return "; ".join(items[:shown]) + (f"; ... ({len(items)} in all)" if len(items) > shown else "")

@@ -1,0 +1,162 @@
+"""The papers' benchmarks, read from tiny fake copies of their on-disk layouts (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.datasets import load_dataset
+from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
+from pipeline.errors import PipelineError
+from pipeline.params import DatasetParams, WorldParams
+
+
+def _jpg(path: Path, value: int = 100) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (value, 50, 50)).save(path)
+    return str(path)
+
+
+def _load(name: str, root: Path, **options):
+    return load_dataset(DatasetParams(name=name, root=str(root), **options))
+
+
+def _counts(dataset) -> dict:
+    return dataset.frame.groupby("split").size().to_dict()
+
+
+def fake_flowers(root: Path) -> Path:
+    from scipy.io import savemat
+
+    base = root / "flowers-102"
+    labels = np.array([(i - 1) % 102 + 1 for i in range(1, 307)])   # image i has label i mod 102 (1-based)
+    for i in range(1, 307):
+        _jpg(base / "jpg" / f"image_{i:05d}.jpg")
+    savemat(base / "imagelabels.mat", {"labels": labels[None]})
+    savemat(base / "setid.mat", {"trnid": np.arange(1, 103)[None], "valid": np.arange(103, 205)[None],
+                                 "tstid": np.arange(205, 307)[None]})
+    return base
+
+
+def test_flowers102_pool_is_train_plus_val_with_grips_names(tmp_path):
+    fake_flowers(tmp_path)
+    dataset = _load("flowers102", tmp_path)
+    assert _counts(dataset) == {"train": 204, "test": 102}           # train + val pooled, official test
+    assert len(dataset.class_names) == 102 and dataset.class_names[0] == "pink primrose"
+    row = dataset.frame.set_index("id").loc["train/image_00103.jpg"]   # first val image: label 103 mod 102
+    assert row["label"] == 0 and row["path"].endswith("flowers-102/jpg/image_00103.jpg")
+    assert _load("flowers102", tmp_path / "flowers-102").frame.equals(dataset.frame)  # root may be the inner folder
+
+
+def test_dtd_pool_is_train1_plus_val1_and_test_is_test1(tmp_path):
+    folders = shipped_class_names("dtd")
+    base = tmp_path / "dtd" / "dtd"
+    (base / "labels").mkdir(parents=True)
+    for part, index in (("train", 1), ("val", 2), ("test", 3), ("train", 4)):
+        lines = [f"{c}/{c}_{index:04d}.jpg" for c in folders]
+        for line in lines:
+            _jpg(base / "images" / line)
+        if index < 4:  # image 4 exists on disk but partition 1 does not list it
+            (base / "labels" / f"{part}1.txt").write_text("\n".join(lines) + "\n")
+    dataset = _load("dtd", tmp_path)
+    assert _counts(dataset) == {"train": 94, "test": 47}
+    assert dataset.class_names == folders and len(folders) == 47
+    frame = dataset.frame.set_index("id")
+    assert frame.loc["test/zigzagged/zigzagged_0003.jpg", "label"] == 46
+
+
+def test_fgvc_aircraft_labels_follow_grips_order_not_variants_txt(tmp_path):
+    names, variants = shipped_class_names("fgvc_aircraft"), shipped_folders("fgvc_aircraft", "variants")
+    base = tmp_path / "fgvc-aircraft-2013b" / "data"
+    base.mkdir(parents=True)
+    (base / "variants.txt").write_text("\n".join(sorted(variants)) + "\n")   # the archive lists them in ASCII order
+    for part, offset in (("trainval", 1000000), ("test", 2000000)):
+        lines = [f"{offset + i} {v}" for i, v in enumerate(sorted(variants))]
+        for line in lines:
+            _jpg(base / "images" / f"{line.split()[0]}.jpg")
+        (base / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
+    dataset = _load("fgvc_aircraft", tmp_path)
+    assert _counts(dataset) == {"train": 100, "test": 100} and dataset.class_names == names
+    assert sorted(variants) != variants  # the two orders really differ (at 20 places)
+    frame = dataset.frame.set_index("id")
+    for variant in ("An-12", "ATR-42", "F/A-18", "Spitfire"):
+        image = 1000000 + sorted(variants).index(variant)
+        assert variants[frame.loc[f"train/{image}.jpg", "label"]] == variant
+    (base / "variants.txt").write_text("\n".join(sorted(variants)[:-1] + ["Concorde 2"]) + "\n")
+    with pytest.raises(PipelineError, match=r"does not list FGVC-Aircraft's 100 variants \(unknown: \['Concorde 2'\]"):
+        _load("fgvc_aircraft", tmp_path)
+
+
+@pytest.mark.parametrize(("name", "inner", "per_class", "test_per_class"), [
+    ("eurosat", ("eurosat", "2750"), 4, 2),          # no official split: half of each class by default
+    ("resisc45", ("NWPU-RESISC45",), 5, 4),          # ELEVATER's sizes: 80% of each class is test
+])
+def test_class_folder_benchmarks_get_the_papers_names_and_a_seeded_split(tmp_path, name, inner, per_class,
+                                                                          test_per_class):
+    folders = shipped_folders(name)
+    for folder in folders:
+        for i in range(per_class):
+            _jpg(tmp_path.joinpath(*inner) / folder / f"{folder}_{i + 1}.jpg", 10 * i)
+    dataset = _load(name, tmp_path)
+    assert dataset.class_names == shipped_class_names(name)
+    counts = dataset.frame.groupby(["label", "split"]).size().unstack()
+    assert (counts["test"] == test_per_class).all() and (counts["train"] == per_class - test_per_class).all()
+    assert len(counts) == len(folders)
+    assert _load(name, tmp_path).frame.equals(dataset.frame)                       # reproducible
+    assert not _load(name, tmp_path, split_seed=1).frame["split"].equals(dataset.frame["split"])
+    if name == "eurosat":
+        assert dataset.class_names[2] == "brushland or shrubland" and folders[2] == "HerbaceousVegetation"
+    else:
+        assert dataset.class_names[2] == "baseball diamond" and len(folders) == 45
+
+
+def test_cub_uses_the_official_split_and_class_names_from_classes_txt(tmp_path):
+    base = tmp_path / "CUB_200_2011"
+    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+    images, labels, split = [], [], []
+    for number in range(1, 10):
+        folder = classes[(number - 1) % 3]
+        _jpg(base / "images" / folder / f"bird_{number}.jpg")
+        images.append(f"{number} {folder}/bird_{number}.jpg")
+        labels.append(f"{number} {(number - 1) % 3 + 1}")
+        split.append(f"{number} {int(number <= 6)}")
+    for file, lines in (("classes", [f"{i + 1} {c}" for i, c in enumerate(classes)]), ("images", images),
+                        ("image_class_labels", labels), ("train_test_split", split)):
+        (base / f"{file}.txt").write_text("\n".join(lines) + "\n")
+    dataset = _load("cub", tmp_path)
+    assert dataset.class_names == ["black footed albatross", "laysan albatross", "sooty albatross"]
+    assert _counts(dataset) == {"train": 6, "test": 3}
+    assert dataset.frame["label"].tolist() == [0, 1, 2] * 3
+    (base / "images" / classes[0] / "bird_7.jpg").unlink()
+    with pytest.raises(PipelineError, match=r"1 image\(s\) named by the split lists are missing, e\.g\. \S+bird_7.jpg"):
+        _load("cub", tmp_path)
+
+
+def test_class_names_file_renames_any_dataset_by_line_or_by_key(tmp_path):
+    fake_flowers(tmp_path)
+    names = [f"flower {i}" for i in range(102)]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    assert _load("flowers102", tmp_path, class_names_file=str(tmp_path / "names.txt")).class_names == names
+    (tmp_path / "names.json").write_text(json.dumps({"pink primrose": "primula vulgaris"}))
+    with pytest.raises(PipelineError, match=r"no name for \['hard-leaved pocket orchid'"):
+        _load("flowers102", tmp_path, class_names_file=str(tmp_path / "names.json"))
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    with pytest.raises(PipelineError, match=r"has 2 non-empty lines but the dataset has 102 classes"):
+        _load("flowers102", tmp_path, class_names_file=str(tmp_path / "short.txt"))
+    world = WorldParams(images_per_class=2, test_images_per_class=1)
+    demo = load_dataset(DatasetParams(name="demo", demo=world))
+    (tmp_path / "demo.json").write_text(json.dumps({name: name.upper() for name in demo.class_names}))
+    renamed = load_dataset(DatasetParams(name="demo", demo=world, class_names_file=str(tmp_path / "demo.json")))
+    assert renamed.class_names == [n.upper() for n in demo.class_names]
+
+
+def test_a_truncated_benchmark_image_is_named_before_any_work(tmp_path):
+    base = fake_flowers(tmp_path)
+    data = (base / "jpg" / "image_00007.jpg").read_bytes()
+    (base / "jpg" / "image_00007.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match=r"1 image\(s\) cannot be read: \S+image_00007.jpg"):
+        _load("flowers102", tmp_path)
