@@ -109,9 +109,8 @@ def get_protocol(name: str) -> Protocol:
 
 def resolve(data: dict) -> dict:
     """Raw params with the protocol's recipe and templates filled in where a key is absent or null."""
-    protocol = PROTOCOLS.get(data.get("protocol", "project"))
-    if protocol is None:
-        return data  # the schema names the unknown protocol
+    # An unknown name is reported by the schema; the project's values keep it the only error.
+    protocol = PROTOCOLS.get(data.get("protocol", "project"), PROTOCOLS["project"])
     data = dict(data)
     for section, defaults in (("train", protocol.recipe), ("clip", {"templates": list(protocol.templates)})):
         given = data.get(section) or {}
