@@ -28,10 +28,13 @@ def flatten(data: dict, prefix: str = "") -> dict:
 
 
 def experiments(table: list) -> list[tuple[dict, dict]]:
-    """(flat params, metrics) of every experiment with metrics in `dvc exp show --json` output."""
+    """(flat params, metrics) of every finished experiment in `dvc exp show --json` output. A queued,
+    running or failed one is skipped: dvc shows it with the metrics of the workspace it started from."""
     rows = []
     for commit in table:
         for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue
             for revision in exp.get("revs", []):
                 data = revision.get("data") or {}
                 params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))

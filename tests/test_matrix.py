@@ -41,3 +41,16 @@ def test_collect_matches_typed_values_and_the_table_averages_seeds():
     assert [params["seed"] for params, _ in found] == [0, 1, 2]   # seed 3 has not run; the project row is not it
     table = markdown_table(found, ["paradigm", "protocol", "method"])
     assert table.splitlines()[2] == "| ul | grip | grip | 60.0 ± 10.0 | 3 |"
+
+
+def test_only_finished_experiments_are_read_from_dvc_exp_show():
+    from pipeline.experiments import experiments
+
+    def exp(state, accuracy):
+        data = {"params": {"params.yaml": {"data": {"method": "grip", "seed": 0}}},
+                "metrics": {"metrics.json": {"data": {"accuracy": accuracy}}}}
+        return {"executor": None if state is None else {"state": state}, "revs": [{"data": data}]}
+
+    table = [{"experiments": [exp("running", 0.45), exp("queued", 0.45), exp("failed", 0.1), exp("success", 0.3),
+                              exp(None, 0.2)]}]   # running / queued ones carry the workspace's metrics
+    assert [metrics["accuracy"] for _, metrics in experiments(table)] == [0.3, 0.2]

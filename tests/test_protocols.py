@@ -166,3 +166,21 @@ def test_grip_protocol_runs_grips_rounds_on_ssl_with_its_hold_out_and_beats_zero
     assert [r.held_out for r in result.rounds] == [6, 6 + (6 * 15 - int(6 * 15 * 0.8))]
     assert accuracy(pool.features, pool.true_labels, result.class_weights) > accuracy(
         pool.features, pool.true_labels, zero_shot)
+
+
+def test_cpl_protocol_trains_cpl_on_trzsl_with_its_labeled_batches_and_beats_zero_shot(tiny_clip):
+    from pipeline.methods import build_method
+    from pipeline.training import run_method
+    from tests.test_training import accuracy, handcrafted_weights
+
+    pool = make_pool(tiny_clip, per_class=20, allowed=[3, 4, 5])
+    pool.labeled[np.isin(pool.true_labels, [0, 1, 2])] = True      # seen classes labeled, as TRZSL has it
+    config = parse_params({"method": "cpl", "paradigm": "trzsl", "protocol": "cpl", "pseudolabel": {"rounds": 2},
+                           "train": {"epochs": 6, "warmup_epochs": 1, "batch_size": 8, "ctx_init": "a photo of a"}})
+    zero_shot = handcrafted_weights(tiny_clip)
+    method = build_method(config)
+    result = run_method(method, learner_factory(tiny_clip, config), pool, zero_shot,
+                        method.pseudo_label(pool, zero_shot), 0, DEVICE)
+    assert [r.held_out for r in result.rounds] == [0, 0]
+    assert accuracy(pool.features, pool.true_labels, result.class_weights) > accuracy(
+        pool.features, pool.true_labels, zero_shot)
