@@ -5,8 +5,8 @@ DVC experiments, then the results table (mean ± std over seeds) from `dvc exp s
         --grid protocol=project,grip --set dataset.name=flowers102 --set dataset.root=/data --out table.md
 
 Every combination is checked against the params schema before anything is queued; a method without a
-meaning under a paradigm (pll outside `candidates`) is skipped with a note, and `zeroshot` (which
-trains nothing) runs for the first seed only. A combination already run (an experiment with exactly
+meaning under a paradigm (pll outside `candidates`) is skipped with a note, and a method that
+trains nothing (zeroshot) runs for the first seed only. A combination already run (an experiment with exactly
 these params) is not queued again, so an interrupted matrix resumes where it stopped. `--table-only`
 prints the table of what has run.
 """
@@ -57,14 +57,17 @@ def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int],
     Each is validated as params.yaml would be after its assignments."""
     from pipeline.methods import registry
 
-    combos, notes = [], []
+    combos, notes, untrained = [], [], set()
     grid_keys = [key for key, _ in grid]
     for method, paradigm, values in itertools.product(methods, paradigms,
                                                       itertools.product(*[v for _, v in grid])):
         if method in registry() and paradigm not in registry()[method].paradigms:
             notes.append(f"skipped {method} under {paradigm}: it has no meaning there")
             continue
-        for seed in seeds[:1] if method == "zeroshot" else seeds:
+        trains = method not in registry() or registry()[method].trains   # unknown: the schema names it
+        if not trains:
+            untrained.add(method)
+        for seed in seeds if trains else seeds[:1]:
             combo = {**dict(fixed), **dict(zip(grid_keys, values)), "method": method, "paradigm": paradigm,
                      "seed": str(seed)}
             data = json.loads(json.dumps(base))
@@ -72,8 +75,9 @@ def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int],
                 _assign(data, key, yaml.safe_load(value))
             parse_params(data, "params.yaml with " + " ".join(f"{k}={v}" for k, v in combo.items()))
             combos.append(combo)
-    if "zeroshot" in methods and len(seeds) > 1:
-        notes.append("zeroshot runs for the first seed only: it trains nothing, so every seed gives the same numbers")
+    if untrained and len(seeds) > 1:
+        notes.append(f"{', '.join(sorted(untrained))} runs for the first seed only: it trains nothing, so every "
+                     "seed gives the same numbers")
     return combos, notes
 
 
