@@ -61,10 +61,11 @@ def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int],
     grid_keys = [key for key, _ in grid]
     for method, paradigm, values in itertools.product(methods, paradigms,
                                                       itertools.product(*[v for _, v in grid])):
-        if method in registry() and paradigm not in registry()[method].paradigms:
+        cls = registry().get(method)   # None: unknown, and the schema names it below
+        if cls is not None and paradigm not in cls.paradigms:
             notes.append(f"skipped {method} under {paradigm}: it has no meaning there")
             continue
-        trains = method not in registry() or registry()[method].trains   # unknown: the schema names it
+        trains = cls is None or cls.trains
         if not trains:
             untrained.add(method)
         for seed in seeds if trains else seeds[:1]:
