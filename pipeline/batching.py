@@ -31,6 +31,8 @@ class Plan:
     def __init__(self, names: list[str], sizes: list[int], scales: list[float], batch_size: int, paradigm: str):
         self.names, self.sizes, self.scales = names, sizes, scales
         self.batch_size, self.paradigm = batch_size, paradigm
+        self.pseudo, self.labeled = self._index("pseudo"), self._index("labeled")
+        self.mixed = self.pseudo is not None and self.labeled is not None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -52,11 +54,6 @@ class Plan:
 
 
 class GripPlan(Plan):
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.pseudo, self.labeled = self._index("pseudo"), self._index("labeled")
-        self.mixed = self.pseudo is not None and self.labeled is not None
-
     @property
     def steps_per_epoch(self) -> int:
         if not self.mixed:
@@ -86,8 +83,6 @@ class GripPlan(Plan):
 class CplPlan(Plan):
     def __init__(self, *args):
         super().__init__(*args)
-        self.pseudo, self.labeled = self._index("pseudo"), self._index("labeled")
-        self.mixed = self.pseudo is not None and self.labeled is not None
         self._queue = np.zeros(0, dtype=np.int64)
 
     @property

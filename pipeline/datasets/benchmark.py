@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.datasets import Dataset
 from pipeline.errors import PipelineError
+from pipeline.params import DatasetParams
 
 CLASS_NAMES_DIR = Path(__file__).parent / "class_names"
 SHOWN = 5
@@ -127,3 +128,20 @@ def renamed(dataset: Dataset, class_names_file: str | None, keys: list[str] | No
             raise PipelineError(f"{path} has {len(names)} non-empty lines but the dataset has {len(keys)} classes; "
                                 "give one class name per line, in label order")
     return Dataset(dataset.frame, names)
+
+
+def class_folder_dataset(base: Path, folders: list[str], names: list[str], params: DatasetParams,
+                         default_test_fraction: float, dataset: str) -> Dataset:
+    """One folder per class, split at random per class (EuroSAT, RESISC45)."""
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        files = sorted(p for p in (base / folder).glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif"})
+        if not files:
+            raise PipelineError(f"{dataset}: class folder {base / folder} is missing or empty; "
+                                f"every one of the {len(folders)} class folders must hold its images")
+        paths += [str(p) for p in files]
+        labels += [label] * len(files)
+    fraction = params.test_fraction if params.test_fraction is not None else default_test_fraction
+    splits = random_split(np.asarray(labels), fraction, params.split_seed)
+    ids = [f"{split}/{Path(p).parent.name}/{Path(p).name}" for p, split in zip(paths, splits)]
+    return Dataset(frame(paths, ids, list(splits), labels), names)
