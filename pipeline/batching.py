@@ -44,6 +44,13 @@ class Plan:
             batch = order[step * self.batch_size:(step + 1) * self.batch_size]
             yield [(0, batch, self.scales[0])] + self._others(rng, len(batch), skip={0})
 
+    def state(self) -> list[int]:
+        """What carries over from one epoch to the next (a checkpoint keeps it)."""
+        return []
+
+    def load_state(self, state: list[int]) -> None:
+        pass
+
     def _others(self, rng: np.random.Generator, count: int, skip: set[int]) -> Step:
         """Batches drawn with replacement for the terms the rule does not place itself."""
         return [(index, rng.integers(0, size, count), self.scales[index])
@@ -89,6 +96,12 @@ class CplPlan(Plan):
     def steps_per_epoch(self) -> int:
         """Full batches only (a pool smaller than one batch still trains one short batch)."""
         return max(1, self.sizes[0] // self.batch_size)
+
+    def state(self):
+        return self._queue.tolist()
+
+    def load_state(self, state):
+        self._queue = np.asarray(state, dtype=np.int64)
 
     def labeled_batch(self) -> int:
         ratio = self.sizes[self.labeled] / self.sizes[self.pseudo]

@@ -261,7 +261,28 @@ class TrainParams(_Strict):
     lws_weight: float = Field(1.0, ge=0)   # LWS: weight of the non-candidate term
     align: bool = False       # prompt alignment with the handcrafted prompt's posterior
     align_mix: float = Field(0.0, ge=0, le=1)  # share of the learnable prompt's posterior in the target
+    # What trains besides the text context (pipeline/learners.py); anything but text prompts on a
+    # frozen tower runs the image tower on the pixel cache every step.
+    prompt: Literal["text", "visual", "multimodal"] = "text"
+    visual_tokens: int = Field(16, ge=0)     # VPT tokens (ViT) / padding prompt on (> 0) for other towers
+    visual_prompt_kind: Literal["auto", "vpt", "padding"] = "auto"  # auto: vpt on ViT towers, padding otherwise
+    padding_width: Optional[int] = Field(None, ge=1)  # padding prompt border, px; null = 30/224 of the input
+    visual_adapter: bool = False             # residual bottleneck adapter on the image feature (identity at init)
+    full_finetune: bool = False              # every image-tower weight trains, at tower_lr
+    tower_lr: float = Field(1e-5, gt=0)
+    augment: Literal["crop_flip", "none"] = "crop_flip"  # image-space training views (GRIP's visual prompts)
+    crop_scale: list[float] = [0.08, 1.0]    # random resized crop: share of the image's area
+    accumulate: int = Field(1, ge=1)         # micro-batches per step (gradients add up to the batch's)
+    checkpoint_every: int = Field(1, ge=1)   # image-space training: epochs between resumable checkpoints
     device: str = "auto"
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value):
+        value = _range(value, "crop_scale")
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("crop_scale is [low, high] shares of the image area, 0 < low <= high <= 1")
+        return value
 
     @field_validator("pll_loss")
     @classmethod

@@ -120,6 +120,14 @@ class PartialLabelLoss:
     def update(self, logits: torch.Tensor, rows: torch.Tensor) -> None:
         pass
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Per-image state a checkpoint must keep (the confidences of RC and LWS)."""
+        return {"confidence": self.confidence} if self.stateful else {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.stateful:
+            self.confidence.copy_(state["confidence"].to(self.confidence.device))
+
 
 class CC(PartialLabelLoss):
     def __call__(self, logits, rows):
@@ -177,6 +185,12 @@ class Aligned(PartialLabelLoss):
 
     def update(self, logits, rows):
         self.inner.update(logits, rows)
+
+    def state(self):
+        return self.inner.state()
+
+    def load_state(self, state):
+        self.inner.load_state(state)
 
 
 def build_loss(name: str, weights: torch.Tensor, teacher: Optional[torch.Tensor] = None, mix: float = 0.0,

@@ -25,6 +25,11 @@ class Pool:
     prototypes: Optional[np.ndarray] = None
     candidate_sets: Optional[np.ndarray] = None       # [N, C] bool: the candidates paradigm's label sets
     zero_shot_weights: Optional[np.ndarray] = None    # [C, d] the handcrafted prompts' class weights
+    images: Optional[np.ndarray] = None               # [N] rows of the pixel store (image-space training)
+    synthetic_images: Optional[np.ndarray] = None     # [M] the same for the synthetic images
+
+    def images_of(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        return None if self.images is None else self.images[rows]
 
     @property
     def unlabeled(self) -> np.ndarray:

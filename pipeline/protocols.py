@@ -70,7 +70,8 @@ class Protocol:
             keep = self.kept_rows(len(term.weights), round_k if term.name == "pseudo" else None)
             held_out += len(term.weights) - len(keep)
             kept_terms.append(replace(term, features=term.features[keep], weights=term.weights[keep],
-                                      teacher=None if term.teacher is None else term.teacher[keep]))
+                                      teacher=None if term.teacher is None else term.teacher[keep],
+                                      images=None if term.images is None else term.images[keep]))
         return kept_terms, held_out
 
 

@@ -20,12 +20,12 @@ import torch
 
 from pipeline.batching import PLANS
 from pipeline.candidates import LOGIT_SCALE, Candidates
+from pipeline.checkpoints import Checkpoints, digest, load_optimizer, optimizer_tensors
 from pipeline.devices import rebalance_threads
 from pipeline.methods import LossTerm, Method
 from pipeline.params import TrainParams
 from pipeline.partial_labels import build_loss
 from pipeline.pool import Pool
-from pipeline.prompts import PromptLearner
 from pipeline.protocols import PROTOCOLS, Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -57,68 +57,162 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return math.ceil(n_examples / batch_size)
 
 
-def fit_prompt(learner: PromptLearner, terms: list[LossTerm], params: TrainParams, seed: int,
+def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainParams, seed: int,
                device: torch.device, on_epoch: Callable[[int, float], None] | None = None,
-               protocol: Protocol = PROTOCOLS["project"], paradigm: str = "ul") -> list[float]:
-    """Train the learner's context on the loss terms; returns the mean loss of every epoch.
+               protocol: Protocol = PROTOCOLS["project"], paradigm: str = "ul",
+               checkpoints: Checkpoints | None = None, checkpoint_key: str | None = None) -> list[float]:
+    """Train the learner on the loss terms; returns the mean loss of every epoch.
 
     The protocol's plan (`pipeline.batching`) says which rows of which term each step trains on and
     at what scale; under the project's, an epoch is one pass over the first non-empty term (the
     pseudo-labels, or with none yet, as in GRIP's first round on a small pool, the next source) and
     the other terms draw batches of the same size at random. With no non-empty term nothing is trained.
 
+    A term's image features are its cached features, or, for a learner that encodes images
+    (`pipeline.learners.ImageSpaceLearner`) and a term with `images`, the learner's features of
+    those images, recomputed (and augmented) every step. A step may be split into
+    `train.accumulate` micro-batches whose gradients add up to the whole batch's.
+
     A loss with per-image state (RC, LWS) is updated with the logits its rows get from the prompt
-    after the optimiser step; those are the next step's logits (same parameters), so the update
-    reads them from the next step's text-tower pass instead of running one more.
+    after the optimiser step; on cached features those are the next step's logits (same parameters),
+    so the update reads them from the next step's text-tower pass instead of running one more; on
+    images it uses the step's own logits (one forward less, the parameters one step older).
+
+    With `checkpoints`, the state after every `checkpoints.every` epochs is saved under
+    `checkpoint_key` and a saved state is resumed from, exactly.
     """
     rng = np.random.default_rng(seed)
     to = lambda array: torch.tensor(array, dtype=torch.float32, device=device)  # noqa: E731
     used = [term for term in terms if len(term.weights) and term.scale > 0]
     if not used:
         return []
-    sources = [(to(term.features), _term_loss(term, to)) for term in used]
+    encode = getattr(learner, "encode", None)
+    sources = [(_term_inputs(term, encode, to), _term_loss(term, to)) for term in used]
     plan = PLANS[protocol.batching]([t.name for t in used], [len(t.weights) for t in used], [t.scale for t in used],
                                     params.batch_size, paradigm)
     epoch_steps = plan.steps_per_epoch
 
+    groups = learner.parameter_groups(params.lr) if hasattr(learner, "parameter_groups") else learner.parameters()
     if params.optimizer == "sgd":
-        optimizer = torch.optim.SGD(learner.parameters(), lr=params.lr, momentum=params.momentum,
-                                    weight_decay=params.weight_decay)
+        optimizer = torch.optim.SGD(groups, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
     else:
-        optimizer = torch.optim.Adam(learner.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=params.lr, weight_decay=params.weight_decay)
     scheduler = _schedule(optimizer, params.warmup_epochs, params.epochs, epoch_steps, protocol.schedule == "epoch")
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
-    history, pending = [], []
+    history, pending, start = [], [], 0
+    saved = checkpoints.load(checkpoint_key) if checkpoints is not None and checkpoint_key else None
+    if saved is not None:
+        start, history, pending = _resume(saved, learner, optimizer, scheduler, rng, plan, sources)
+        log.info("resuming from the checkpoint after epoch %d/%d", start, params.epochs)
+        if on_epoch is not None:
+            for epoch, loss in enumerate(history):
+                on_epoch(epoch, loss)
     learner.train()
-    for epoch in range(params.epochs):
+    for epoch in range(start, params.epochs):
         rebalance_threads()
         total = 0.0
         for step_rows in plan.epoch(rng):
             class_weights = learner()
             with torch.no_grad():
-                for features, term_loss, rows in pending:
-                    term_loss.update(LOGIT_SCALE * features[rows] @ class_weights.T, rows)
-            pending = []
-            loss = 0.0
-            for index, rows, scale in step_rows:
-                features, term_loss = sources[index]
-                rows = torch.as_tensor(rows, device=device)
-                logits = LOGIT_SCALE * features[rows] @ class_weights.T
-                loss = loss + scale * term_loss(logits, rows)
-                if term_loss.stateful:
-                    pending.append((features, term_loss, rows))
+                for inputs, term_loss, rows in pending:
+                    term_loss.update(LOGIT_SCALE * inputs(rows) @ class_weights.T, rows)
+            pending, after_step = [], []
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            chunks = params.accumulate
+            for chunk in range(chunks):
+                loss = 0.0
+                for index, rows, scale in step_rows:
+                    inputs, term_loss = sources[index]
+                    part = np.array_split(rows, chunks)[chunk] if chunks > 1 else rows
+                    if not len(part):
+                        continue
+                    part = torch.as_tensor(part, device=device)
+                    logits = LOGIT_SCALE * inputs(part) @ class_weights.T
+                    term = scale * term_loss(logits, part)
+                    loss = loss + (term * (len(part) / len(rows)) if chunks > 1 else term)
+                    if term_loss.stateful and inputs.cached:
+                        pending.append((inputs, term_loss, part))
+                    elif term_loss.stateful:
+                        after_step.append((term_loss, logits.detach(), part))
+                if isinstance(loss, torch.Tensor):
+                    loss.backward(retain_graph=chunk < chunks - 1)
+                    total += loss.item()
             if protocol.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(learner.parameters(), protocol.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trainable, protocol.clip_grad_norm)
             optimizer.step()
             scheduler.step()
-            total += loss.item()
+            for term_loss, logits, part in after_step:
+                term_loss.update(logits, part)
         history.append(total / epoch_steps)
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
+        if checkpoints is not None and checkpoint_key and (
+                (epoch + 1) % checkpoints.every == 0 or epoch + 1 == params.epochs):
+            _save(checkpoints, checkpoint_key, epoch + 1, history, pending, learner, optimizer, scheduler, rng,
+                  plan, sources)
     learner.eval()
     return history
+
+
+class _Inputs:
+    """Image features of a term's rows: cached, or encoded from its images by the learner."""
+
+    def __init__(self, features: torch.Tensor | None, images: np.ndarray | None, encode):
+        self.features, self.images, self.encode = features, images, encode
+        self.cached = features is not None
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.cached:
+            return self.features[rows]
+        return self.encode(self.images[rows.cpu().numpy()])
+
+
+def _term_inputs(term: LossTerm, encode, to) -> _Inputs:
+    if encode is not None and term.images is not None:
+        return _Inputs(None, term.images, encode)
+    return _Inputs(to(term.features), None, None)
+
+
+def _save(checkpoints: Checkpoints, key: str, epoch: int, history: list[float], pending: list, learner,
+          optimizer, scheduler, rng: np.random.Generator, plan, sources) -> None:
+    tensors = {f"learner.{name}": value for name, value in learner.context_state().items()}
+    optimizer_state, optimizer_meta = optimizer_tensors(optimizer)
+    tensors.update(optimizer_state)
+    for index, (_, term_loss) in enumerate(sources):
+        tensors.update({f"loss.{index}.{name}": value for name, value in term_loss.state().items()})
+    generator = getattr(learner, "generator", None)
+    if generator is not None:
+        tensors["augment_rng"] = generator.get_state()
+    term_of = {id(loss): index for index, (_, loss) in enumerate(sources)}
+    for order, (_, term_loss, rows) in enumerate(pending):
+        tensors[f"pending.{order}.{term_of[id(term_loss)]}"] = rows.cpu()
+    scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    checkpoints.save(key, tensors, {"epoch": epoch, "history": history, "optimizer": optimizer_meta,
+                                    "scheduler": scheduler_state, "rng": rng.bit_generator.state,
+                                    "plan": plan.state()})
+
+
+def _resume(saved, learner, optimizer, scheduler, rng: np.random.Generator, plan, sources):
+    tensors, state = saved
+    learner.load_context({name.removeprefix("learner."): value for name, value in tensors.items()
+                          if name.startswith("learner.")})
+    load_optimizer(optimizer, tensors, state["optimizer"])
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    rng.bit_generator.state = state["rng"]
+    plan.load_state(state["plan"])
+    for index, (_, term_loss) in enumerate(sources):
+        prefix = f"loss.{index}."
+        loss_state = {name.removeprefix(prefix): value for name, value in tensors.items() if name.startswith(prefix)}
+        if loss_state:
+            term_loss.load_state(loss_state)
+    if "augment_rng" in tensors:
+        learner.generator.set_state(tensors["augment_rng"])
+    pending = []
+    for name in sorted((n for n in tensors if n.startswith("pending.")), key=lambda n: int(n.split(".")[1])):
+        inputs, term_loss = sources[int(name.split(".")[2])]
+        pending.append((inputs, term_loss, tensors[name].to(inputs.features.device)))
+    return state["epoch"], list(state["history"]), pending
 
 
 def _term_loss(term: LossTerm, to: Callable[[np.ndarray], torch.Tensor]):
@@ -146,11 +240,13 @@ class MethodResult:
     rounds: list[RoundResult]
 
 
-def run_method(method: Method, make_learner: Callable[[], PromptLearner], pool: Pool,
+def run_method(method: Method, make_learner: Callable[[], torch.nn.Module], pool: Pool,
                zero_shot_weights: np.ndarray, first_round: Candidates, seed: int, device: torch.device,
-               on_epoch: Callable[[int, int, float], None] | None = None) -> MethodResult:
-    """Train per the method: each of its rounds re-labels with the prompt just trained (the first
-    round's labels come from the pseudolabel stage) and trains a freshly initialised prompt."""
+               on_epoch: Callable[[int, int, float], None] | None = None,
+               checkpoints: Checkpoints | None = None) -> MethodResult:
+    """Train per the method: each of its rounds re-labels with the model just trained (the first
+    round's labels come from the pseudolabel stage) and trains a freshly initialised learner. A
+    learner that changes the image tower re-encodes the pool for the next round's labels."""
     if not method.trains:
         return MethodResult(zero_shot_weights, None, first_round, [])
     rounds = method.rounds()
@@ -161,11 +257,14 @@ def run_method(method: Method, make_learner: Callable[[], PromptLearner], pool: 
             pseudo = method.pseudo_label(pool, weights, round_index, previous=pseudo)
         learner = make_learner()
         terms, held_out = protocol.training_terms(method.loss_terms(pool, pseudo), _round_k(pseudo))
+        key = None if checkpoints is None else _round_key(method, terms, seed, round_index)
         history = fit_prompt(learner, terms, method.params.train, seed + round_index, device,
                              None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)),
-                             protocol, method.params.paradigm)
+                             protocol, method.params.paradigm, checkpoints, key)
         with torch.no_grad():
             weights = learner().cpu().numpy()
+        if hasattr(learner, "refresh_pool") and round_index < rounds:
+            pool = learner.refresh_pool(pool, method.params.auxiliary.keep, method.params.auxiliary.score)
         results.append(RoundResult(round_index, _round_k(pseudo), len(pseudo), pseudo.accuracy(pool.true_labels),
                                    pseudo.coverage(pool.true_labels), pseudo.mean_set_size(),
                                    history[-1] if history else float("nan"), held_out))
@@ -174,6 +273,17 @@ def run_method(method: Method, make_learner: Callable[[], PromptLearner], pool: 
                  100 * results[-1].pseudo_label_accuracy, 100 * results[-1].candidate_coverage,
                  results[-1].mean_candidate_set_size, held_out, results[-1].final_loss)
     return MethodResult(weights, learner.context_state(), pseudo, results)
+
+
+def _round_key(method: Method, terms: list[LossTerm], seed: int, round_index: int) -> str:
+    """Names a round's checkpoint by everything that decides its trajectory."""
+    params = method.params
+    parts = [method.name, params.protocol, params.paradigm, params.clip.arch, params.clip.pretrained, seed,
+             round_index, params.train.model_dump(exclude={"device", "checkpoint_every"})]
+    for term in terms:
+        parts += [term.name, term.scale, term.loss, term.loss_options, term.teacher_mix, term.weights, term.teacher,
+                  term.features if term.images is None else term.images]
+    return digest(*parts)
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -192,9 +302,10 @@ class EnsembleResult:
         return np.mean([m.class_weights for m in self.members], axis=0).astype(np.float32)
 
 
-def run_ensemble(method: Method, make_learner: Callable[[int], PromptLearner], pool: Pool,
+def run_ensemble(method: Method, make_learner: Callable[[int], torch.nn.Module], pool: Pool,
                  zero_shot_weights: np.ndarray, first_round: Candidates, device: torch.device,
-                 on_epoch: Callable[[int, int, int, float], None] | None = None) -> EnsembleResult:
+                 on_epoch: Callable[[int, int, int, float], None] | None = None,
+                 checkpoints: Checkpoints | None = None) -> EnsembleResult:
     """UPL's prompt ensemble, for any method: `train.ensemble` independent runs of the method from
     different seeds (`make_learner(seed)`); the test logits are averaged. A method without training
     has one member."""
@@ -206,7 +317,7 @@ def run_ensemble(method: Method, make_learner: Callable[[int], PromptLearner], p
             log.info("ensemble member %d/%d (seed %d)", member + 1, size, seed)
         members.append(run_method(method, lambda: make_learner(seed), pool, zero_shot_weights, first_round, seed,
                                   device, None if on_epoch is None else
-                                  (lambda r, e, l, m=member: on_epoch(m, r, e, l))))
+                                  (lambda r, e, l, m=member: on_epoch(m, r, e, l)), checkpoints))
     return EnsembleResult(members)
 
 

@@ -14,6 +14,8 @@ from pipeline.datasets.paradigms import pseudo_label_classes
 from pipeline.errors import PipelineError
 from pipeline.features import zero_shot_weights
 from pipeline.candidates import Candidates
+from pipeline.params import GenerateParams
+from pipeline.pixels import PixelSpec, pixel_cache
 from pipeline.pool import Pool
 
 
@@ -81,6 +83,28 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool, wi
         candidate_sets=candidate_sets,
         zero_shot_weights=workspace.zero_shot_weights,
     )
+
+
+def split_images(split: str, spec: PixelSpec) -> np.ndarray:
+    """The pixel store of one split's images, in manifest order (the pool's row order for `train`)."""
+    manifest, _ = read_table(paths.MANIFEST)
+    frame = manifest[manifest["split"] == split]
+    return pixel_cache(frame, spec, paths.shared_root() / paths.PIXEL_CACHE, f"{split} images")
+
+
+def training_images(pool: Pool, spec: PixelSpec, generate: GenerateParams, class_names: list[str]) -> np.ndarray:
+    """One pixel store of the training split's images followed by the synthetic ones (when the pool
+    has any); sets `pool.images` and `pool.synthetic_images` to their rows in it."""
+    store = split_images("train", spec)
+    pool.images = np.arange(len(store))
+    synthetic = np.zeros((0,) + store.shape[1:], np.uint8)
+    if len(pool.synthetic_labels):
+        from pipeline.generation import read_planned_synthetic  # diffusers: only when synthetic images train
+
+        frame = read_planned_synthetic(paths.SYNTHETIC, generate, class_names)
+        synthetic = pixel_cache(frame, spec, paths.shared_root() / paths.PIXEL_CACHE, "synthetic images")
+    pool.synthetic_images = len(store) + np.arange(len(synthetic))
+    return np.concatenate([store, synthetic])
 
 
 def pseudo_labels_frame(pool_ids: np.ndarray, pseudo: Candidates) -> pd.DataFrame:

@@ -1,5 +1,7 @@
-"""train: CoOp prompt learning on cached features, with the method's rounds and the prompt ensemble."""
+"""train: the method's rounds of prompt learning and the prompt ensemble: text prompts on cached
+features, or (visual / multimodal prompts, adapter, full fine-tuning) on the pixel cache, resumable."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,13 @@ from pipeline.devices import resolve_device
 from pipeline.methods import build_method
 from pipeline.models import load_clip
 from pipeline.params import load_params
-from pipeline.prompts import PromptLearner
+from pipeline.checkpoints import Checkpoints
+from pipeline.learners import make_learner_factory, trains_image_tower, visual_config
+from pipeline.paths import shared_root
+from pipeline.pixels import PixelSpec
 from pipeline.protocols import RECIPE_KEYS
 from pipeline.training import run_ensemble
-from pipeline.workspace import load_workspace, read_pseudo_labels, training_pool
+from pipeline.workspace import load_workspace, read_pseudo_labels, training_images, training_pool
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)
@@ -23,7 +28,7 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    with stage("train"):
+    with stage("train") as log:
         params = load_params(params_file)
         method = build_method(params)
         device = resolve_device(params.train.device, "train.device")
@@ -33,10 +38,18 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
         first_round = read_pseudo_labels(pool_ids, len(workspace.class_names))
         clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None
-
-        def make_learner(seed: int) -> PromptLearner:
-            return PromptLearner(clip.model, clip.tokenizer, workspace.class_names, params.train.n_ctx,
-                                 params.train.ctx_init, seed).to(device)
+        image_space = method.trains and trains_image_tower(params.train)
+        store = None
+        if image_space:
+            store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.generate,
+                                    workspace.class_names)
+            log.info("image-space training (%s prompt%s%s) on %d cached images", params.train.prompt,
+                     ", adapter" if params.train.visual_adapter else "",
+                     ", full fine-tuning" if params.train.full_finetune else "", len(store))
+        make_learner = make_learner_factory(params, clip, workspace.class_names, workspace.zero_shot_weights, store,
+                                            device) if method.trains else None
+        checkpoints = Checkpoints(shared_root() / paths.TRAIN_CHECKPOINTS, params.train.checkpoint_every) \
+            if image_space else None
 
         with Live(str(paths.TRAIN_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
             def on_epoch(member: int, round_index: int, epoch: int, loss: float) -> None:
@@ -46,15 +59,26 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
                 live.next_step()
 
             ensemble = run_ensemble(method, make_learner, pool, workspace.zero_shot_weights, first_round, device,
-                                    on_epoch)
+                                    on_epoch, checkpoints)
             if not method.trains:
                 live.log_metric("loss", float("nan"))
                 live.next_step()
 
         tensors = {"class_weights": ensemble.class_weights}
         if method.trains:
-            tensors["ctx"] = np.stack([m.context["ctx"].numpy() for m in ensemble.members])
+            contexts = [m.context for m in ensemble.members]
+            text = [c.get("ctx", c.get("text.ctx")) for c in contexts]
+            if text[0] is not None:
+                tensors["ctx"] = np.stack([t.numpy() for t in text])
             tensors["member_class_weights"] = np.stack([m.class_weights for m in ensemble.members])
+        if image_space:
+            save_tensors(paths.VISUAL, {f"member{m}.{name.removeprefix('visual.')}": value.numpy()
+                                        for m, context in enumerate(contexts) for name, value in context.items()
+                                        if name.startswith("visual.")},
+                         {"arch": params.clip.arch, "pretrained": params.clip.pretrained,
+                          "members": str(len(contexts)), "config": json.dumps(visual_config(params.train))})
+        else:
+            paths.VISUAL.unlink(missing_ok=True)  # a frozen tower: evaluate reads the cached test features
         save_tensors(paths.PROMPT, tensors, {"method": method.name, "arch": params.clip.arch,
                                              "pretrained": params.clip.pretrained,
                                              "ensemble": str(len(ensemble.members))})
@@ -64,6 +88,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             "protocol": params.protocol,
             "recipe": {key: getattr(params.train, key) for key in RECIPE_KEYS},  # after the protocol's defaults
             "templates": params.clip.templates,
+            "trains": {"prompt": params.train.prompt, "visual_adapter": params.train.visual_adapter,
+                       "full_finetune": params.train.full_finetune} if method.trains else None,
             "ensemble": len(ensemble.members),
             "n_pseudo_labels": len(first.pseudo),
             "pseudo_label_accuracy": first.pseudo.accuracy(pool.true_labels),
@@ -71,6 +97,8 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             "mean_candidate_set_size": first.pseudo.mean_set_size(),
             "members": [[vars(r) for r in member.rounds] for member in ensemble.members],
         })
+        if checkpoints is not None:
+            checkpoints.clear()  # the outputs are written: the resumable states are no longer needed
 
 
 if __name__ == "__main__":

@@ -171,6 +171,28 @@ def test_experiments_compare_methods(repo):
     assert 1 + 0.5 * 23 - 2 < metrics["mean_candidate_set_size"] < 1 + 0.5 * 23 + 2
 
 
+def test_visual_prompts_train_on_images_and_evaluate_encodes_the_test_set_through_them(repo):
+    from safetensors.numpy import load_file
+
+    run(["dvc", "exp", "run", "-S", "paradigm=ul", "-S", "method=air", "-S", "train.ensemble=1"], repo)
+    text = json.loads((repo / "metrics.json").read_text())
+    assert not (repo / "data/train/visual.safetensors").exists()
+    visual = run(["dvc", "exp", "run", "-S", "train.prompt=multimodal", "-S", "train.visual_adapter=true"], repo)
+    assert ran(visual) == ["check", "train", "evaluate"]  # no stage before train reads the new keys
+    saved = load_file(str(repo / "data/train/visual.safetensors"))
+    assert set(saved) == {"member0.prompt", "member0.adapter.0.weight", "member0.adapter.0.bias",
+                          "member0.adapter.2.weight", "member0.adapter.2.bias"}  # demo CLIP: a padding prompt
+    assert abs(saved["member0.prompt"]).sum() > 0
+    prompt = load_file(str(repo / "data/train/prompt.safetensors"))
+    assert prompt["ctx"].shape[0] == 1  # the multimodal text context is saved as a text prompt's
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["accuracy"] != text["accuracy"]
+    rounds = json.loads((repo / "data/train/rounds.json").read_text())
+    assert rounds["trains"] == {"prompt": "multimodal", "visual_adapter": True, "full_finetune": False}
+    assert not list((repo / ".cache/train").glob("*.safetensors"))  # finished: checkpoints cleared
+    assert list((repo / ".cache/pixels").rglob("*.parquet"))         # the decoded images stay for the next run
+
+
 def test_an_image_changed_outside_the_repo_reruns_what_reads_it(repo, tmp_path):
     """DVC cannot hash a dataset folder outside the repo; the check stage's fingerprint makes it see a
     replaced image (same name) and re-run every stage that reads images, and nothing once it has."""

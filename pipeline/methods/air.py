@@ -42,5 +42,5 @@ class AiR(Method):
         beta = self.params.train.synthetic_weight
         if len(pool.synthetic_labels) and beta > 0:
             terms.append(LossTerm("synthetic", pool.synthetic_features,
-                                  one_hot(pool.synthetic_labels, pool.n_classes), beta))
+                                  one_hot(pool.synthetic_labels, pool.n_classes), beta, images=pool.synthetic_images))
         return terms

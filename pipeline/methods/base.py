@@ -35,6 +35,7 @@ class LossTerm:
     teacher: Optional[np.ndarray] = None  # [n, C] handcrafted-prompt posterior (prompt alignment)
     teacher_mix: float = 0.0              # share of the learnable prompt's posterior in the alignment target
     loss_options: Optional[dict] = None   # the losses' knobs, e.g. {"non_candidate_weight": λ} (LWS)
+    images: Optional[np.ndarray] = None   # [n] rows of the pixel store, when the image tower trains
 
 
 class Method:
@@ -70,12 +71,14 @@ class Method:
         return pool.to_pool_coordinates(self.select(probs, round_index, previous, pool.allowed_classes))
 
     def loss_terms(self, pool: Pool, targets: Candidates) -> list[LossTerm]:
-        terms = [LossTerm("pseudo", pool.features[targets.rows], targets.weights, 1.0)]
+        terms = [LossTerm("pseudo", pool.features[targets.rows], targets.weights, 1.0,
+                          images=pool.images_of(targets.rows))]
         labeled = np.flatnonzero(pool.labeled)
         weight = self.params.train.labeled_weight
         if len(labeled) and weight > 0:
             terms.append(LossTerm("labeled", pool.features[labeled],
-                                  one_hot(pool.true_labels[labeled], pool.n_classes), weight))
+                                  one_hot(pool.true_labels[labeled], pool.n_classes), weight,
+                                  images=pool.images_of(labeled)))
         return terms
 
 
