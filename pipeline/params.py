@@ -270,7 +270,7 @@ class TrainParams(_Strict):
     visual_adapter: bool = False             # residual bottleneck adapter on the image feature (identity at init)
     full_finetune: bool = False              # every image-tower weight trains, at tower_lr
     tower_lr: float = Field(1e-5, gt=0)
-    augment: Literal["crop_flip", "none"] = "crop_flip"  # image-space training views (GRIP's visual prompts)
+    augment: Literal["crop_flip", "none"] = "none"  # image-space views (grip/cpl protocols: crop_flip, as GRIP's)
     crop_scale: list[float] = [0.08, 1.0]    # random resized crop: share of the image's area
     accumulate: int = Field(1, ge=1)         # micro-batches per step (gradients add up to the batch's)
     checkpoint_every: int = Field(1, ge=1)   # image-space training: epochs between resumable checkpoints
@@ -288,6 +288,22 @@ class TrainParams(_Strict):
     @classmethod
     def _pll_loss(cls, value: str) -> str:
         return _one_of(value, PLL_LOSSES, "pll_loss")
+
+
+class CoftParams(_Strict):
+    """CoFT / CoFT+ (pipeline/methods/coft.py, coft_plus.py): a reconstruction from the abstract; every
+    choice the paper's body would fix is a knob here (README "CoFT / CoFT+")."""
+
+    negative_init: str = "a photo without a"  # the negative context's initial phrase
+    negative_weight: float = Field(1.0, ge=0)   # the negative prompt's yes/no loss, beside CE on the positive
+    cofilter: Literal["agree", "clean"] = "agree"  # phase 2 keeps: agree = phase-1 and zero-shot models agree
+    #                                               and the negative prompt calls it clean; clean = the latter only
+    iterations: int = Field(2, ge=1)            # CoFT+: (phase 1, phase 2) repetitions after the warm-up round
+    moco_weight: float = Field(0.1, ge=0)       # CoFT+: momentum contrastive term in phase 2
+    moco_momentum: float = Field(0.999, ge=0, lt=1)
+    moco_queue: int = Field(1024, ge=1)
+    moco_temperature: float = Field(0.07, gt=0)
+    descriptions_file: Optional[str] = None     # CoFT+: JSON {"class name": ["description", ...]}
 
 
 class EvaluateParams(_Strict):
@@ -311,6 +327,7 @@ class Params(_Strict):
     auxiliary: AuxiliaryParams = AuxiliaryParams()
     pseudolabel: PseudolabelParams = PseudolabelParams()
     train: TrainParams = TrainParams()
+    coft: CoftParams = CoftParams()
     evaluate: EvaluateParams = EvaluateParams()
 
     @field_validator("method")

@@ -168,7 +168,40 @@ class CAVL(PartialLabelLoss):
         return cavl_loss(logits, self.mask[rows])
 
 
-LOSSES: dict[str, type[PartialLabelLoss]] = {"cc": CC, "rc": RC, "lws": LWS, "cavl": CAVL}
+class DualPrompt(PartialLabelLoss):
+    """CoFT's loss on `[positive; negative]` logits [B, 2C] (`prompts.DualPromptLearner`): the
+    candidate loss on the positive half, plus `negative_weight` times the negative prompt's yes/no
+    NLL (DeFT's form): per image, a two-way softmax `[s⁺_c, s⁻_c]` says "yes" for its label and "no"
+    for one complementary label drawn at random (its own generator, kept by checkpoints)."""
+
+    stateful = False
+
+    def __init__(self, weights, negative_weight: float = 1.0, seed: int = 0, **options):
+        super().__init__(weights)
+        self.negative_weight = negative_weight
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, logits, rows):
+        n_classes = self.weights.shape[1]
+        positive, negative = logits[:, :n_classes], logits[:, n_classes:]
+        loss = cc_loss(positive, self.weights[rows])
+        labels = self.weights[rows].argmax(dim=1)
+        offset = torch.randint(1, n_classes, (len(rows),), generator=self.generator).to(labels.device)
+        other = (labels + offset) % n_classes
+        index = torch.arange(len(rows), device=labels.device)
+        yes = torch.stack([positive[index, labels], negative[index, labels]], dim=1)
+        no = torch.stack([positive[index, other], negative[index, other]], dim=1)
+        return loss + self.negative_weight * (F.cross_entropy(yes, torch.zeros_like(labels))
+                                              + F.cross_entropy(no, torch.ones_like(labels)))
+
+    def state(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state(self, state):
+        self.generator.set_state(state["generator"])
+
+
+LOSSES: dict[str, type[PartialLabelLoss]] = {"cc": CC, "rc": RC, "lws": LWS, "cavl": CAVL, "dual": DualPrompt}
 
 
 class Aligned(PartialLabelLoss):

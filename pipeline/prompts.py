@@ -22,10 +22,13 @@ def class_prompts(templates: list[str], class_names: list[str]) -> list[tuple[in
 
 
 class PromptLearner(torch.nn.Module):
-    """Learnable shared context vectors; `forward()` returns L2-normalised class text features."""
+    """Learnable shared context vectors; `forward()` returns L2-normalised class text features.
+
+    With `descriptions` (one list of phrases per class, CoFT+'s class descriptions), each class is
+    the renormalised mean of `ctx {class}.` and `ctx {class}, {description}.` for each phrase."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, class_names: list[str], n_ctx: int = 16,
-                 ctx_init: str = "", seed: int = 0):
+                 ctx_init: str = "", seed: int = 0, descriptions: list[list[str]] | None = None):
         super().__init__()
         self.model = model
         embedding = model.token_embedding
@@ -43,7 +46,13 @@ class PromptLearner(torch.nn.Module):
         self.n_ctx = n_ctx
         self.ctx = torch.nn.Parameter(ctx.float())
 
-        tokens = tokenizer([f"{prefix} {name}." for name in class_names]).to(device)
+        phrases = descriptions or [[] for _ in class_names]
+        suffixes = [[f"{name}."] + [f"{name}, {phrase.rstrip('.')}." for phrase in own]
+                    for name, own in zip(class_names, phrases)]
+        owner = [c for c, group in enumerate(suffixes) for _ in group]
+        self.register_buffer("owner", torch.tensor(owner, device=device), persistent=False)
+        self.n_classes = len(class_names)
+        tokens = tokenizer([f"{prefix} {suffix}" for group in suffixes for suffix in group]).to(device)
         length = int(tokens.argmax(dim=-1).max()) + 1  # through the last prompt's EOT token
         self.register_buffer("tokens", tokens[:, :length], persistent=False)
         with torch.no_grad():
@@ -53,10 +62,9 @@ class PromptLearner(torch.nn.Module):
 
     def forward(self) -> torch.Tensor:
         model = self.model
-        n_classes = self.tokens.shape[0]
-        length = self.tokens.shape[1]
+        n_prompts, length = self.tokens.shape
         cast = model.transformer.get_cast_dtype()
-        ctx = self.ctx.to(cast).unsqueeze(0).expand(n_classes, -1, -1)
+        ctx = self.ctx.to(cast).unsqueeze(0).expand(n_prompts, -1, -1)
         x = torch.cat([self.prefix_embedding.to(cast), ctx, self.suffix_embedding.to(cast)], dim=1)
         x = x + model.positional_embedding[:length].to(cast)
         mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
@@ -65,7 +73,11 @@ class PromptLearner(torch.nn.Module):
         x = text_global_pool(x, self.tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
         if model.text_projection is not None:
             x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
-        return F.normalize(x.float(), dim=-1)
+        x = F.normalize(x.float(), dim=-1)
+        if len(self.owner) == self.n_classes:
+            return x
+        mean = torch.zeros(self.n_classes, x.shape[1], device=x.device).index_add_(0, self.owner, x)
+        return F.normalize(mean, dim=-1)
 
     def context_state(self) -> dict[str, torch.Tensor]:
         return {"ctx": self.ctx.detach().cpu().contiguous()}
@@ -75,3 +87,55 @@ class PromptLearner(torch.nn.Module):
             raise ValueError(f"saved context has shape {tuple(state['ctx'].shape)}, learner expects {tuple(self.ctx.shape)}")
         with torch.no_grad():
             self.ctx.copy_(state["ctx"].to(self.ctx.device))
+
+
+class DualPromptLearner(torch.nn.Module):
+    """CoFT's positive and negative prompts: two contexts over the same class names. `forward()` is
+    `[positive; negative]`, 2C rows; the first C are the classifier (`Method.classifier`)."""
+
+    def __init__(self, positive: PromptLearner, negative: PromptLearner):
+        super().__init__()
+        self.positive, self.negative = positive, negative
+
+    def forward(self) -> torch.Tensor:
+        return torch.cat([self.positive(), self.negative()])
+
+    def context_state(self) -> dict[str, torch.Tensor]:
+        return {"ctx": self.positive.context_state()["ctx"], "negative_ctx": self.negative.context_state()["ctx"]}
+
+    def load_context(self, state: dict[str, torch.Tensor]) -> None:
+        self.positive.load_context({"ctx": state["ctx"]})
+        self.negative.load_context({"ctx": state["negative_ctx"]})
+
+
+def read_descriptions(path: str, class_names: list[str]) -> list[list[str]]:
+    """Class descriptions from a JSON file `{"class name": ["phrase", ...]}` (CoFT+'s LLM-written
+    prompts; offline, the file is the interface). Every class needs an entry; extra keys are refused."""
+    import json
+    from pathlib import Path
+
+    from pipeline.errors import PipelineError
+
+    file = Path(path)
+    if not file.exists():
+        raise PipelineError(f"coft.descriptions_file={path!r} does not exist; give a JSON file "
+                            '{"class name": ["description", ...]} (README "CoFT / CoFT+")')
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path} must map each class name to a list of descriptions")
+    missing = [name for name in class_names if name not in data]
+    unknown = sorted(set(data) - set(class_names))
+    if missing or unknown:
+        raise PipelineError(f"{path} does not match the dataset's classes: "
+                            + (f"no descriptions for {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
+                            + ("; " if missing and unknown else "")
+                            + (f"unknown classes {unknown[:5]}" if unknown else "")
+                            + ". Write one entry per class name of data/prepared/classes.json.")
+    for name in class_names:
+        phrases = data[name]
+        if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise PipelineError(f"{path}: the descriptions of {name!r} must be a list of non-empty strings")
+    return [data[name] for name in class_names]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pipeline.methods import LossTerm
 
 RECIPE_KEYS = ("n_ctx", "ctx_init", "optimizer", "lr", "momentum", "weight_decay", "epochs", "warmup_epochs",
-               "batch_size")
+               "batch_size", "augment", "crop_scale")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
         reference="this project: the demo recipe chosen on a labelled source split (pipeline/demo/recipe.py)",
         class_draw="generator", batching="project", holdout=0.0,
         recipe=dict(n_ctx=16, ctx_init="a photo of a", optimizer="adam", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                    epochs=50, warmup_epochs=1, batch_size=32),
+                    epochs=50, warmup_epochs=1, batch_size=32,
+                    augment="none", crop_scale=[0.08, 1.0]),  # none: chosen on a labelled source split
         templates=("a photo of a {}.",),
     ),
     Protocol(
@@ -90,7 +91,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
                   "methods/*/textual_fpl.py, methods_config/grip_textual_config.yml)",
         class_draw="legacy", batching="grip", holdout=0.2, schedule="epoch",
         recipe=dict(n_ctx=16, ctx_init="", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.1,
-                    epochs=150, warmup_epochs=5, batch_size=16),
+                    epochs=150, warmup_epochs=5, batch_size=16,
+                    augment="crop_flip", crop_scale=[0.08, 1.0]),  # visual prompts: random resized crop + flip
         templates=("a photo of a {}",),
     ),
     Protocol(
@@ -98,7 +100,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
         reference="vanillaer/CPL-ICML2024 (methods/*_new/textual_PL.py, scripts/run-textPT_ALL.sh)",
         class_draw="legacy", batching="cpl", holdout=0.0, schedule="epoch", clip_grad_norm=0.8,
         recipe=dict(n_ctx=16, ctx_init="", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=0.05,
-                    epochs=50, warmup_epochs=2, batch_size=64),
+                    epochs=50, warmup_epochs=2, batch_size=64,
+                    augment="crop_flip", crop_scale=[0.08, 1.0]),  # visual prompts: random resized crop + flip
         templates=("a photo of a {}",),
     ),
 )}

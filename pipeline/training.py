@@ -71,7 +71,8 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
     A term's image features are its cached features, or, for a learner that encodes images
     (`pipeline.learners.ImageSpaceLearner`) and a term with `images`, the learner's features of
     those images, recomputed (and augmented) every step. A step may be split into
-    `train.accumulate` micro-batches whose gradients add up to the whole batch's.
+    `train.accumulate` micro-batches whose gradients add up to the whole batch's. A learner may add a
+    loss on the step's images (`regulariser`) and act after each optimiser step (`after_step`).
 
     A loss with per-image state (RC, LWS) is updated with the logits its rows get from the prompt
     after the optimiser step; on cached features those are the next step's logits (same parameters),
@@ -87,6 +88,9 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
     if not used:
         return []
     encode = getattr(learner, "encode", None)
+    regulariser = getattr(learner, "regulariser", None)          # a loss on the step's images (CoFT+'s MoCo)
+    after_optimizer_step = getattr(learner, "after_step", None)  # e.g. a momentum encoder's EMA
+    images: list[np.ndarray] = []
     sources = [(_term_inputs(term, encode, to), _term_loss(term, to)) for term in used]
     plan = PLANS[protocol.batching]([t.name for t in used], [len(t.weights) for t in used], [t.scale for t in used],
                                     params.batch_size, paradigm)
@@ -135,6 +139,12 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
                         pending.append((inputs, term_loss, part))
                     elif term_loss.stateful:
                         after_step.append((term_loss, logits.detach(), part))
+                    if regulariser is not None and not inputs.cached:
+                        images.append(inputs.images[part.cpu().numpy()])
+                if images:
+                    extra = regulariser(np.concatenate(images))
+                    loss = loss + extra / chunks if extra is not None else loss
+                    images = []
                 if isinstance(loss, torch.Tensor):
                     loss.backward(retain_graph=chunk < chunks - 1)
                     total += loss.item()
@@ -142,6 +152,8 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
                 torch.nn.utils.clip_grad_norm_(trainable, protocol.clip_grad_norm)
             optimizer.step()
             scheduler.step()
+            if after_optimizer_step is not None:
+                after_optimizer_step()
             for term_loss, logits, part in after_step:
                 term_loss.update(logits, part)
         history.append(total / epoch_steps)
@@ -176,7 +188,8 @@ def _term_inputs(term: LossTerm, encode, to) -> _Inputs:
 
 def _save(checkpoints: Checkpoints, key: str, epoch: int, history: list[float], pending: list, learner,
           optimizer, scheduler, rng: np.random.Generator, plan, sources) -> None:
-    tensors = {f"learner.{name}": value for name, value in learner.context_state().items()}
+    state = learner.resume_state() if hasattr(learner, "resume_state") else learner.context_state()
+    tensors = {f"learner.{name}": value for name, value in state.items()}
     optimizer_state, optimizer_meta = optimizer_tensors(optimizer)
     tensors.update(optimizer_state)
     for index, (_, term_loss) in enumerate(sources):
@@ -230,6 +243,7 @@ class RoundResult:
     mean_candidate_set_size: float
     final_loss: float
     held_out: int = 0      # pseudo-labeled and labeled rows the protocol kept out of training
+    analysis: dict | None = None  # a method's own diagnostics of its selection (against true labels)
 
 
 @dataclass
@@ -238,15 +252,17 @@ class MethodResult:
     context: dict[str, torch.Tensor] | None    # learned context vectors (None for zero-shot)
     pseudo: Candidates                         # pseudo-labels the final prompt was trained on
     rounds: list[RoundResult]
+    visual_config: dict | None = None          # how the trained image side is built (None: frozen tower)
 
 
-def run_method(method: Method, make_learner: Callable[[], torch.nn.Module], pool: Pool,
+def run_method(method: Method, make_learner: Callable[..., torch.nn.Module], pool: Pool,
                zero_shot_weights: np.ndarray, first_round: Candidates, seed: int, device: torch.device,
                on_epoch: Callable[[int, int, float], None] | None = None,
                checkpoints: Checkpoints | None = None) -> MethodResult:
     """Train per the method: each of its rounds re-labels with the model just trained (the first
-    round's labels come from the pseudolabel stage) and trains a freshly initialised learner. A
-    learner that changes the image tower re-encodes the pool for the next round's labels."""
+    round's labels come from the pseudolabel stage) and trains a freshly initialised learner of the
+    kind the method asks for (`make_learner(spec)`). A learner that changes the image tower
+    re-encodes the pool for the next round's labels."""
     if not method.trains:
         return MethodResult(zero_shot_weights, None, first_round, [])
     rounds = method.rounds()
@@ -255,8 +271,8 @@ def run_method(method: Method, make_learner: Callable[[], torch.nn.Module], pool
     for round_index in range(1, rounds + 1):
         if round_index > 1:
             pseudo = method.pseudo_label(pool, weights, round_index, previous=pseudo)
-        learner = make_learner()
-        terms, held_out = protocol.training_terms(method.loss_terms(pool, pseudo), _round_k(pseudo))
+        learner = make_learner(method.learner_spec(round_index, weights))
+        terms, held_out = protocol.training_terms(method.loss_terms(pool, pseudo, round_index), _round_k(pseudo))
         key = None if checkpoints is None else _round_key(method, terms, seed, round_index)
         history = fit_prompt(learner, terms, method.params.train, seed + round_index, device,
                              None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)),
@@ -267,12 +283,14 @@ def run_method(method: Method, make_learner: Callable[[], torch.nn.Module], pool
             pool = learner.refresh_pool(pool, method.params.auxiliary.keep, method.params.auxiliary.score)
         results.append(RoundResult(round_index, _round_k(pseudo), len(pseudo), pseudo.accuracy(pool.true_labels),
                                    pseudo.coverage(pool.true_labels), pseudo.mean_set_size(),
-                                   history[-1] if history else float("nan"), held_out))
+                                   history[-1] if history else float("nan"), held_out, method.analysis(round_index)))
         log.info("round %d/%d: %d pseudo-labels (%.1f%% right, true class in the set %.1f%%, %.2f per set, "
                  "%d rows held out), final loss %.4f", round_index, rounds, results[-1].n_pseudo_labels,
                  100 * results[-1].pseudo_label_accuracy, 100 * results[-1].candidate_coverage,
                  results[-1].mean_candidate_set_size, held_out, results[-1].final_loss)
-    return MethodResult(weights, learner.context_state(), pseudo, results)
+    # A learner's rows beyond the C classes are its own (CoFT's negative prompts); the first C classify.
+    return MethodResult(weights[:pool.n_classes], learner.context_state(), pseudo, results,
+                        getattr(learner, "config", None))
 
 
 def _round_key(method: Method, terms: list[LossTerm], seed: int, round_index: int) -> str:
@@ -315,7 +333,7 @@ def run_ensemble(method: Method, make_learner: Callable[[int], torch.nn.Module],
         seed = member_seed(method.params.seed, member)
         if size > 1:
             log.info("ensemble member %d/%d (seed %d)", member + 1, size, seed)
-        members.append(run_method(method, lambda: make_learner(seed), pool, zero_shot_weights, first_round, seed,
+        members.append(run_method(method, lambda spec, s=seed: make_learner(s, spec), pool, zero_shot_weights, first_round, seed,
                                   device, None if on_epoch is None else
                                   (lambda r, e, l, m=member: on_epoch(m, r, e, l)), checkpoints))
     return EnsembleResult(members)

@@ -8,8 +8,9 @@ weights trainable.
 - **Padding prompt** (Bahng et al. 2022, for towers without tokens such as the ResNet of the demo
   CLIP): a learnable border `width` pixels wide added to the normalised image; initialised to zero,
   so training starts from the frozen features.
-- **Adapter**: a residual bottleneck on the image feature, `f + up(relu(down(f)))` with `up` zero
-  at initialisation, so it starts as the identity (CLIP-Adapter's form without its fixed mix).
+- **Adapter**: a residual bottleneck on the unit image feature, `f̂ + up(relu(down(f̂)))` with `up`
+  zero at initialisation, so it starts as the identity (CLIP-Adapter's form without its fixed mix;
+  on the unit feature because a tower's feature norm, 10 or more, would scale the adapter's steps).
 - **Full fine-tuning**: every tower weight trains; normalisation layers keep their frozen statistics
   (the tower stays in eval mode, as CLIP fine-tuning usually does).
 """
@@ -17,6 +18,7 @@ weights trainable.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
 PROMPT_KINDS = ("auto", "vpt", "padding")
@@ -77,7 +79,8 @@ class VisualLearner(torch.nn.Module):
         if self.prompt is not None and self.kind == "padding":
             x = x + self.border * self.prompt
         features = self._vpt(x) if self.prompt is not None and self.kind == "vpt" else self.visual(x)
-        if self.adapter is not None:
+        if self.adapter is not None:  # on the unit feature, so its step size does not depend on the tower's scale
+            features = F.normalize(features, dim=-1)
             features = features + self.adapter(features)
         return features
 

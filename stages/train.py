@@ -15,7 +15,7 @@ from pipeline.methods import build_method
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from pipeline.checkpoints import Checkpoints
-from pipeline.learners import make_learner_factory, trains_image_tower, visual_config
+from pipeline.learners import make_learner_factory
 from pipeline.paths import shared_root
 from pipeline.pixels import PixelSpec
 from pipeline.protocols import RECIPE_KEYS
@@ -38,14 +38,12 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
         first_round = read_pseudo_labels(pool_ids, len(workspace.class_names))
         clip = load_clip(params.clip.arch, params.clip.pretrained, device) if method.trains else None
-        image_space = method.trains and trains_image_tower(params.train)
+        image_space = method.trains_image_tower()
         store = None
         if image_space:
             store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.generate,
                                     workspace.class_names)
-            log.info("image-space training (%s prompt%s%s) on %d cached images", params.train.prompt,
-                     ", adapter" if params.train.visual_adapter else "",
-                     ", full fine-tuning" if params.train.full_finetune else "", len(store))
+            log.info("image-space training on %d cached images", len(store))
         make_learner = make_learner_factory(params, clip, workspace.class_names, workspace.zero_shot_weights, store,
                                             device) if method.trains else None
         checkpoints = Checkpoints(shared_root() / paths.TRAIN_CHECKPOINTS, params.train.checkpoint_every) \
@@ -71,12 +69,12 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             if text[0] is not None:
                 tensors["ctx"] = np.stack([t.numpy() for t in text])
             tensors["member_class_weights"] = np.stack([m.class_weights for m in ensemble.members])
-        if image_space:
+        if image_space and ensemble.members[0].visual_config is not None:
             save_tensors(paths.VISUAL, {f"member{m}.{name.removeprefix('visual.')}": value.numpy()
                                         for m, context in enumerate(contexts) for name, value in context.items()
                                         if name.startswith("visual.")},
                          {"arch": params.clip.arch, "pretrained": params.clip.pretrained,
-                          "members": str(len(contexts)), "config": json.dumps(visual_config(params.train))})
+                          "members": str(len(contexts)), "config": json.dumps(ensemble.members[0].visual_config)})
         else:
             paths.VISUAL.unlink(missing_ok=True)  # a frozen tower: evaluate reads the cached test features
         save_tensors(paths.PROMPT, tensors, {"method": method.name, "arch": params.clip.arch,

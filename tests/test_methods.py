@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_registry_lists_exactly_the_methods_the_schema_accepts():
     files = sorted(p.stem for p in (ROOT / "pipeline/methods").glob("*.py") if p.stem not in ("__init__", "base"))
-    assert method_names() == ("air", "cpl", "fpl", "grip", "ifpl", "pll", "upl", "zeroshot")
+    assert method_names() == ("air", "coft", "coft_plus", "cpl", "fpl", "grip", "ifpl", "pll", "upl", "zeroshot")
     built = [build_method(parse_params({"method": name, "paradigm": _REGISTRY[name].paradigms[0]}))
              for name in method_names()]
     assert sorted(method.name for method in built) == files
     with pytest.raises(PipelineError) as error:
         parse_params({"method": "airr"})
-    assert ("method: unknown method 'airr'; choose one of: air, cpl, fpl, grip, ifpl, pll, upl, zeroshot"
+    assert ("method: unknown method 'airr'; choose one of: air, coft, coft_plus, cpl, fpl, grip, ifpl, pll, upl, zeroshot"
             in str(error.value))
 
 

@@ -18,7 +18,7 @@ def test_unknown_method_names_key_value_and_choices():
     with pytest.raises(PipelineError) as error:
         parse_params({"method": "airr"})
     message = str(error.value)
-    assert "method" in message and "'airr'" in message and "air, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in message
+    assert "method" in message and "'airr'" in message and "air, coft, coft_plus, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in message
 
 
 def test_unknown_dataset_and_missing_root():

@@ -71,8 +71,9 @@ def params(**overrides):
 
 
 def learner_factory(clip, config):
-    return lambda seed=config.seed: PromptLearner(clip.model, clip.tokenizer, NAMES, config.train.n_ctx,
-                                                  config.train.ctx_init, seed)
+    """`factory(spec)` as `run_method` calls it (the spec is params.train's: a text prompt)."""
+    return lambda spec=None, seed=config.seed: PromptLearner(clip.model, clip.tokenizer, NAMES, config.train.n_ctx,
+                                                             config.train.ctx_init, seed)
 
 
 def test_training_on_true_labels_lowers_loss_and_beats_zero_shot(tiny_clip):
@@ -174,9 +175,9 @@ def test_ensemble_trains_members_from_different_seeds_and_averages_them(tiny_cli
     weights = handcrafted_weights(tiny_clip)
     seeds = []
 
-    def make_learner(seed):
+    def make_learner(seed, spec=None):
         seeds.append(seed)
-        return learner_factory(tiny_clip, config)(seed)
+        return learner_factory(tiny_clip, config)(spec, seed)
 
     ensemble = run_ensemble(build_method(config), make_learner, pool, weights, pseudo_label(pool, weights, config),
                             DEVICE)

@@ -75,7 +75,7 @@ def test_padding_prompt_and_adapter_start_as_the_identity_on_a_resnet_tower(demo
     assert border[0].all() and not border[16, 16] and int(border[:, 16].sum()) == 2 * round(32 * 30 / 224)
     spec = PixelSpec.from_preprocess(demo_clip.preprocess)
     features = learner(spec.normalise(torch.from_numpy(store)))
-    assert torch.equal(features.detach(), frozen_features(demo_clip, store))
+    assert torch.equal(features.detach(), F.normalize(frozen_features(demo_clip, store), dim=-1))
     features.sum().backward()
     grads = {name: p.grad for name, p in learner.named_parameters() if p.requires_grad}
     assert set(grads) == {"prompt", "adapter.0.weight", "adapter.0.bias", "adapter.2.weight", "adapter.2.bias"}
@@ -135,7 +135,8 @@ def _image_terms(n=24, seed=0):
 
 def _image_learner(clip, prompt="multimodal", **train):
     config = parse_params({"train": {"prompt": prompt, "visual_tokens": 2, "n_ctx": 2, "ctx_init": "",
-                                     "epochs": 3, "batch_size": 8, "warmup_epochs": 1, **train}})
+                                     "epochs": 3, "batch_size": 8, "warmup_epochs": 1, "augment": "crop_flip",
+                                     **train}})
     weights = np.eye(len(NAMES), 32, dtype=np.float32)
     factory = make_learner_factory(config, clip, NAMES, weights, images(32), DEVICE)
     return factory, config.train

@@ -37,8 +37,8 @@ class AiR(Method):
     def select(self, probs, round_index, previous, allowed_classes):
         return self.base.select(probs, round_index, previous, allowed_classes)
 
-    def loss_terms(self, pool, targets):
-        terms = self.base.loss_terms(pool, targets)
+    def loss_terms(self, pool, targets, round_index=1):
+        terms = self.base.loss_terms(pool, targets, round_index)
         beta = self.params.train.synthetic_weight
         if len(pool.synthetic_labels) and beta > 0:
             terms.append(LossTerm("synthetic", pool.synthetic_features,

@@ -17,6 +17,7 @@ from pipeline.pool import Pool
 from pipeline.pseudolabels import text_posterior
 
 if TYPE_CHECKING:
+    from pipeline.learners import LearnerSpec
     from pipeline.params import Params
 
 
@@ -70,7 +71,23 @@ class Method:
         probs = self.posterior(pool, class_weights)
         return pool.to_pool_coordinates(self.select(probs, round_index, previous, pool.allowed_classes))
 
-    def loss_terms(self, pool: Pool, targets: Candidates) -> list[LossTerm]:
+    def learner_spec(self, round_index: int, class_weights: np.ndarray) -> "LearnerSpec":
+        """What the round trains (`class_weights`: the previous round's output): `params.train`'s."""
+        from pipeline.learners import LearnerSpec
+
+        return LearnerSpec.from_train(self.params.train)
+
+    def trains_image_tower(self) -> bool:
+        """Whether any round runs the image tower (the train stage then builds the pixel store)."""
+        from pipeline.learners import LearnerSpec
+
+        return self.trains and LearnerSpec.from_train(self.params.train).image_space
+
+    def analysis(self, round_index: int) -> dict | None:
+        """The method's own diagnostics of the round's selection, for rounds.json (analysis only)."""
+        return None
+
+    def loss_terms(self, pool: Pool, targets: Candidates, round_index: int = 1) -> list[LossTerm]:
         terms = [LossTerm("pseudo", pool.features[targets.rows], targets.weights, 1.0,
                           images=pool.images_of(targets.rows))]
         labeled = np.flatnonzero(pool.labeled)

@@ -33,7 +33,7 @@ class PLL(Method):
         rows = np.arange(len(masks))
         return Candidates(rows, labels, masks.astype(np.float32), probs[rows, labels].astype(np.float32))
 
-    def loss_terms(self, pool, targets: Candidates) -> list[LossTerm]:
+    def loss_terms(self, pool, targets: Candidates, round_index: int = 1) -> list[LossTerm]:
         train = self.params.train
         teacher = None
         if train.align:
