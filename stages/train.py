@@ -86,8 +86,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             "protocol": params.protocol,
             "recipe": {key: getattr(params.train, key) for key in RECIPE_KEYS},  # after the protocol's defaults
             "templates": params.clip.templates,
-            "trains": {"prompt": params.train.prompt, "visual_adapter": params.train.visual_adapter,
-                       "full_finetune": params.train.full_finetune} if method.trains else None,
+            "image_side": ensemble.members[0].visual_config,  # how the last round's image side was built; null: frozen
             "ensemble": len(ensemble.members),
             "n_pseudo_labels": len(first.pseudo),
             "pseudo_label_accuracy": first.pseudo.accuracy(pool.true_labels),

@@ -188,7 +188,8 @@ def test_visual_prompts_train_on_images_and_evaluate_encodes_the_test_set_throug
     metrics = json.loads((repo / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1 and metrics["accuracy"] != text["accuracy"]
     rounds = json.loads((repo / "data/train/rounds.json").read_text())
-    assert rounds["trains"] == {"prompt": "multimodal", "visual_adapter": True, "full_finetune": False}
+    assert rounds["image_side"] == {"tokens": 16, "kind": "auto", "padding": None, "adapter": True,
+                                    "full_finetune": False}
     assert not list((repo / ".cache/train").glob("*.safetensors"))  # finished: checkpoints cleared
     assert list((repo / ".cache/pixels").rglob("*.parquet"))         # the decoded images stay for the next run
 
