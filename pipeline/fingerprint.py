@@ -107,13 +107,23 @@ def dataset_fingerprint(params: Params, hashes: _ContentHashes) -> dict:
     return fingerprint
 
 
+def training_fingerprint(params: Params, hashes: _ContentHashes) -> dict:
+    """Files only training reads, named by a param (CoFT+'s class descriptions): their content hash."""
+    location = params.coft.descriptions_file
+    if location and Path(location).is_file():
+        return {"descriptions_file": location, "sha256": hashes(Path(location))}
+    return {"descriptions_file": location}
+
+
 def write_fingerprints(params: Params, out_dir: Path) -> dict[str, dict]:
-    """`dataset.json`, `clip.json` and `generator.json` under `out_dir`; returns what was written."""
+    """`dataset.json`, `clip.json`, `generator.json` and `training.json` under `out_dir`; returns what
+    was written."""
     hashes = _ContentHashes()
     fingerprints = {
         "dataset": dataset_fingerprint(params, hashes),
         "clip": weights_fingerprint(params.clip.pretrained, hashes),
         "generator": weights_fingerprint(params.generate.model, hashes),
+        "training": training_fingerprint(params, hashes),
     }
     for name, fingerprint in fingerprints.items():
         write_json(out_dir / f"{name}.json", fingerprint)

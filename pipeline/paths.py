@@ -20,6 +20,7 @@ INPUTS = Path("data/inputs")            # fingerprints of inputs outside the rep
 DATASET_INPUT = INPUTS / "dataset.json"
 CLIP_INPUT = INPUTS / "clip.json"
 GENERATOR_INPUT = INPUTS / "generator.json"
+TRAINING_INPUT = INPUTS / "training.json"
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.parquet"
 CLASSES = PREPARED / "classes.json"

@@ -149,7 +149,7 @@ def test_check_fingerprints_change_only_with_an_input(project, tmp_path):
         return {path.name: path.read_bytes() for path in sorted(Path("data/inputs").iterdir())}
 
     first = run()
-    assert sorted(first) == ["clip.json", "dataset.json", "generator.json"]
+    assert sorted(first) == ["clip.json", "dataset.json", "generator.json", "training.json"]
     listing = json.loads(first["dataset.json"])["listing"]
     assert listing["files"] == 6 and listing["bytes"] == sum(p.stat().st_size for p in root.rglob("*.png"))
     assert run() == first
@@ -173,6 +173,18 @@ def test_check_fingerprints_change_only_with_an_input(project, tmp_path):
     assert with_sets["dataset.json"] != rewritten["dataset.json"] and run() == with_sets
     sets.write_text("path,candidates\ncat/0.png,cat;dog\n")
     assert run()["dataset.json"] != with_sets["dataset.json"]
+
+    # CoFT+'s class descriptions: a path in params, so its contents are fingerprinted for train alone.
+    descriptions = tmp_path / "descriptions.json"
+    descriptions.write_text(json.dumps({"cat": ["furry"], "dog": ["barks"]}))
+    project(method="coft_plus", paradigm="ul", paradigm_options__candidates_file=None,
+            coft__descriptions_file=str(descriptions))
+    described = run()
+    descriptions.write_text(json.dumps({"cat": ["furry"], "dog": ["loyal"]}))
+    edited = run()
+    assert edited["training.json"] != described["training.json"]
+    assert {k: v for k, v in edited.items() if k != "training.json"} == \
+           {k: v for k, v in described.items() if k != "training.json"}
 
 
 def test_weights_are_hashed_by_content_and_remembered(tmp_path, monkeypatch):
