@@ -201,7 +201,8 @@ class DualPrompt(PartialLabelLoss):
         self.generator.set_state(state["generator"])
 
 
-LOSSES: dict[str, type[PartialLabelLoss]] = {"cc": CC, "rc": RC, "lws": LWS, "cavl": CAVL, "dual": DualPrompt}
+LOSSES: dict[str, type[PartialLabelLoss]] = {"cc": CC, "rc": RC, "lws": LWS, "cavl": CAVL}  # the partial-label losses
+TERM_LOSSES: dict[str, type[PartialLabelLoss]] = {**LOSSES, "dual": DualPrompt}  # what a loss term may name
 
 
 class Aligned(PartialLabelLoss):
@@ -229,7 +230,7 @@ class Aligned(PartialLabelLoss):
 def build_loss(name: str, weights: torch.Tensor, teacher: Optional[torch.Tensor] = None, mix: float = 0.0,
                **options) -> PartialLabelLoss:
     """The loss `name` over these rows' weights, prompt-aligned when a teacher posterior is given."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown partial-label loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    loss = LOSSES[name](weights, **options)
+    if name not in TERM_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(TERM_LOSSES)}")
+    loss = TERM_LOSSES[name](weights, **options)
     return Aligned(loss, teacher, mix) if teacher is not None else loss
