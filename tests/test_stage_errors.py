@@ -45,7 +45,7 @@ def invoke(stage_module, args: list[str] | None = None):
 def test_unknown_method_and_dataset(project):
     project(method="coop")
     code, output = invoke(prepare)
-    assert code == 2 and "unknown method 'coop'" in output and "air, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in output
+    assert code == 2 and "unknown method 'coop'" in output and "air, coft, coft_plus, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in output
     project(method="air", dataset__name="imagenet1k")
     code, output = invoke(prepare)
     assert code == 2 and "unknown dataset 'imagenet1k'" in output
