@@ -108,4 +108,4 @@ class VisualLearner(torch.nn.Module):
         if missing:
             raise ValueError(f"the saved image-tower state lacks {sorted(missing)[:5]}: it was trained with other "
                              "train.prompt / visual_adapter / full_finetune settings")
-        self.load_state_dict({**self.state_dict(), **{k: v for k, v in state.items()}}, strict=True)
+        self.load_state_dict({**self.state_dict(), **state}, strict=True)

@@ -26,6 +26,7 @@ from pipeline.methods.base import one_hot
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from pipeline.pixels import PixelSpec, pixel_cache
+from pipeline.training import fit_prompt
 
 CHOICES = {"none": ("none", [1.0, 1.0]), "crop 0.08-1 + flip": ("crop_flip", [0.08, 1.0]),
            "crop 0.25-1 + flip": ("crop_flip", [0.25, 1.0]), "crop 0.5-1 + flip": ("crop_flip", [0.5, 1.0]),
@@ -60,7 +61,6 @@ def main() -> None:
             config = params.model_copy(update={"train": params.train.model_copy(update={
                 "prompt": "visual", "augment": augment, "crop_scale": scale, "epochs": args.epochs})})
             learner = make_learner_factory(config, clip, names, zero_shot, store, device)(seed)
-            from pipeline.training import fit_prompt
             fit_prompt(learner, [term], config.train, seed, device)
             features = encode_store(learner.visual, spec, store[val], device)
             accuracy = float(((features @ zero_shot.T).argmax(axis=1) == labels[val]).mean())
