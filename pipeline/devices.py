@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -88,17 +89,7 @@ class CoreShare:
 
     def running(self) -> int:
         """Stages holding a lock now (this one included); files of dead processes are removed."""
-        count = 0
-        for path in self.registry.glob("*.lock"):
-            try:
-                with open(path) as other:
-                    fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                path.unlink(missing_ok=True)  # nobody holds it: its process is gone
-            except BlockingIOError:
-                count += 1
-            except FileNotFoundError:
-                pass
-        return max(1, count)
+        return max(1, sum(_held(path) for path in self.registry.glob("*.lock")))
 
     def threads(self) -> int:
         if self.fixed:
@@ -125,6 +116,81 @@ def share_cores(registry: Path) -> Iterator[CoreShare]:
             yield share
         finally:
             _SHARE = None
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with `count` torch threads, then give back the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, found without starting CUDA (which would freeze
+    CUDA_VISIBLE_DEVICES): the variable itself, else `nvidia-smi`; none on a machine without either."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in found.stdout.splitlines() if line.strip()] if found.returncode == 0 else []
+
+
+@contextlib.contextmanager
+def gpu_lease(registry: Path, gpus: list[str] | None = None) -> Iterator[str | None]:
+    """Give this stage process one of several visible GPUs: the one the fewest running stages hold
+    (lowest index on ties), by setting CUDA_VISIBLE_DEVICES before CUDA starts. So `dvc queue start
+    -j N` on an N-GPU machine runs each queued experiment's training on its own GPU. Holders are
+    flocks on `<registry>/<gpu>.<pid>-*.lock`, released by the kernel when a process dies; with one
+    GPU or none this does nothing. `PIPELINE_GPU_LEASE=0` turns it off (e.g. to pin GPUs yourself)."""
+    gpus = visible_gpus() if gpus is None else gpus
+    if len(gpus) <= 1 or os.environ.get("PIPELINE_GPU_LEASE") == "0":
+        yield None
+        return
+    registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / ".pick", "a") as picking:
+        fcntl.flock(picking, fcntl.LOCK_EX)  # two stages starting at once must not both count 0 holders
+        held = {gpu: 0 for gpu in gpus}
+        for path in registry.glob("*.lock"):
+            gpu = path.name.split(".")[0]
+            if gpu in held and _held(path):
+                held[gpu] += 1
+        chosen = min(gpus, key=lambda gpu: (held[gpu], gpus.index(gpu)))
+        fd, name = tempfile.mkstemp(prefix=f"{chosen}.{os.getpid()}-", suffix=".lock", dir=registry)
+        handle = os.fdopen(fd, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+    log.info("GPU %s of %s for this stage (%d other stage(s) on it)", chosen, ",".join(gpus), held[chosen])
+    try:
+        yield chosen
+    finally:
+        Path(name).unlink(missing_ok=True)
+        handle.close()
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
+def _held(path: Path) -> bool:
+    """True while some process holds the flock on `path`; a dead holder's file is removed."""
+    try:
+        with open(path) as other:
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+        return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def rebalance_threads() -> None:

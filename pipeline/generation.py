@@ -18,7 +18,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -31,10 +31,11 @@ from pipeline.adaptation import LORA_FILE, load_adapter
 from pipeline.artifacts import atomic_path, file_digest, read_table, write_table
 from pipeline.demo.generator import MARKER as DEMO_MARKER
 from pipeline.demo.generator import DemoPipeline
-from pipeline.devices import rebalance_threads, resolve_device, resolve_dtype
+from pipeline.compute import execution_device, run_shards, worker_model
+from pipeline.devices import rebalance_threads, resolve_dtype, torch_threads
 from pipeline.datasets.images import open_image
 from pipeline.errors import PipelineError
-from pipeline.params import GenerateParams
+from pipeline.params import ComputeParams, GenerateParams
 from pipeline.paths import shared_root
 from pipeline.plots import class_grid
 from pipeline.tiny import build_tiny_diffusion
@@ -150,24 +151,54 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _generate_shard(pipe: DiffusionPipeline, jobs: list[_Job], params: GenerateParams,
-                    device: torch.device, bar: tqdm) -> pd.DataFrame:
-    rows = []
-    for start in range(0, len(jobs), params.batch_size):
-        batch = jobs[start:start + params.batch_size]
-        images = pipe(
-            prompt=[job.prompt for job in batch],
-            height=params.size,
-            width=params.size,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            generator=[torch.Generator(device=device).manual_seed(job.seed) for job in batch],
-        ).images
-        for job, image in zip(batch, images, strict=True):
-            rows.append({"id": job.id, "label": job.label, "class_name": job.class_name, "prompt": job.prompt,
-                         "seed": job.seed, "image": _png(image), "width": image.width, "height": image.height})
-        bar.update(len(batch))
-    return pd.DataFrame(rows, columns=COLUMNS).astype(_DTYPES)
+class ShardGenerator:
+    """One shard's images from its jobs: the picklable work that `pipeline.compute` runs here, in a
+    process per GPU, or as a Ray task. The pipeline is loaded on first use, once per process.
+
+    On CPU a shard runs on one torch thread: oneDNN splits some convolutions' sums by thread count,
+    which moved a pixel by one grey level between 1 and 2 threads (tiny-random), and a shard's bytes
+    must not depend on how many workers share the cores. Parallelism on CPU comes from processes."""
+
+    single_threaded_on_cpu = True
+
+    def __init__(self, params: GenerateParams, device: torch.device, dtype: torch.dtype, adapter: Path | None):
+        self.params, self.device, self.dtype, self.adapter = params, device, dtype, adapter
+        self._pipe = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pipe": None}  # a worker loads its own copy
+
+    def pipe(self) -> DiffusionPipeline:
+        if self._pipe is None:
+            identity = (self.params.model, str(self.device), str(self.dtype), str(self.adapter))
+            self._pipe = worker_model(identity, lambda: load_generator(self.params.model, self.device,
+                                                                       self.dtype, self.adapter))
+        return self._pipe
+
+    def __call__(self, jobs: list[_Job], report: Callable[[int], None] | None = None) -> pd.DataFrame:
+        if self.device.type == "cpu":
+            with torch_threads(1):
+                return self._images(jobs, report)
+        return self._images(jobs, report)
+
+    def _images(self, jobs: list[_Job], report: Callable[[int], None] | None) -> pd.DataFrame:
+        params, device, rows = self.params, self.device, []
+        for start in range(0, len(jobs), params.batch_size):
+            batch = jobs[start:start + params.batch_size]
+            images = self.pipe()(
+                prompt=[job.prompt for job in batch],
+                height=params.size,
+                width=params.size,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                generator=[torch.Generator(device=device).manual_seed(job.seed) for job in batch],
+            ).images
+            for job, image in zip(batch, images, strict=True):
+                rows.append({"id": job.id, "label": job.label, "class_name": job.class_name, "prompt": job.prompt,
+                             "seed": job.seed, "image": _png(image), "width": image.width, "height": image.height})
+            if report is not None:
+                report(len(batch))
+        return pd.DataFrame(rows, columns=COLUMNS).astype(_DTYPES)
 
 
 def _cached_shard_problem(path: Path, jobs: list[_Job]) -> str | None:
@@ -213,13 +244,16 @@ def _cache_lock(cache: Path) -> Iterator[None]:
 
 
 def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int, out_dir: Path,
-                       progress: bool = True, adapter: Path | None = None) -> pd.DataFrame:
+                       progress: bool = True, adapter: Path | None = None,
+                       compute: ComputeParams | None = None) -> pd.DataFrame:
     """Fill `out_dir` with one Parquet shard per `shard_size` images, reusing cached shards; with
-    `adapter`, from the generator with that LoRA folder loaded.
+    `adapter`, from the generator with that LoRA folder loaded. The missing shards are made where
+    `compute` says (this process, a process per GPU or core, Ray tasks; None: this process); each lands
+    in the cache whole.
 
     Returns one row per shard: its file name, its number of images, and whether it came from cache.
     """
-    device = resolve_device(params.device, key="generate.device")
+    device = execution_device(compute, params.device, "generate.device")
     dtype = resolve_dtype(params.dtype, device)
     shards = _plan(params, class_names, seed)
     cache = shared_root() / params.cache_dir / _cache_key(params, class_names, seed, dtype, adapter)
@@ -228,26 +262,22 @@ def generate_synthetic(params: GenerateParams, class_names: list[str], seed: int
     for stale in [*out_dir.glob(SHARD_GLOB), *out_dir.glob(".shard-*.tmp")]:
         stale.unlink()
 
-    pipe = None
-    summary = []
     total = sum(len(jobs) for jobs in shards)
     with _cache_lock(cache), tqdm(total=total, unit="image", desc="generate", disable=not progress) as bar:
-        for index, jobs in enumerate(shards):
+        cached = {index for index, jobs in enumerate(shards)
+                  if (cache / _shard_name(index)).exists() and _reusable(cache / _shard_name(index), jobs)}
+        bar.update(sum(len(shards[index]) for index in cached))
+        missing = {index: jobs for index, jobs in enumerate(shards) if index not in cached}
+        work = ShardGenerator(params, device, dtype, adapter)
+        for index, frame in run_shards(work, missing, compute, device, bar.update):
+            write_table(cache / _shard_name(index), frame)
             rebalance_threads()
-            cached = cache / _shard_name(index)
-            from_cache = cached.exists() and _reusable(cached, jobs)
-            if from_cache:
-                bar.update(len(jobs))
-            else:
-                if pipe is None:
-                    pipe = load_generator(params.model, device, dtype, adapter)
-                write_table(cached, _generate_shard(pipe, jobs, params, device, bar))
-            summary.append({"shard": _shard_name(index), "images": len(jobs), "from_cache": from_cache})
 
-        for row in summary:
-            with atomic_path(out_dir / row["shard"]) as tmp:
-                shutil.copyfile(cache / row["shard"], tmp)
-    summary = pd.DataFrame(summary, columns=["shard", "images", "from_cache"])
+        summary = pd.DataFrame([{"shard": _shard_name(index), "images": len(jobs), "from_cache": index in cached}
+                                for index, jobs in enumerate(shards)], columns=["shard", "images", "from_cache"])
+        for name in summary["shard"]:
+            with atomic_path(out_dir / name) as tmp:
+                shutil.copyfile(cache / name, tmp)
     reused = int(summary.loc[summary["from_cache"], "images"].sum())
     log.info("generate: %d images generated, %d taken from cache %s", total - reused, reused, cache)
     return summary

@@ -306,6 +306,16 @@ class CoftParams(_Strict):
     descriptions_file: Optional[str] = None     # CoFT+: JSON {"class name": ["description", ...]}
 
 
+class ComputeParams(_Strict):
+    """Where generation and feature extraction run (pipeline/compute.py). Never a DVC param: these keys
+    change how fast shards are made, not their bytes."""
+
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = "auto"     # auto: a running cluster if there is one, else a local Ray in-process
+    workers: Optional[int] = Field(None, ge=1)  # local: null = one process per visible GPU; ray on CPU: tasks at once
+    max_retries: int = Field(3, ge=0)           # ray: a task whose worker dies or raises is run again
+
+
 class EvaluateParams(_Strict):
     """Reporting: the confusion plot's size, and the image grids' rows (classes) and columns."""
 
@@ -329,6 +339,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     coft: CoftParams = CoftParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compute: ComputeParams = ComputeParams()
 
     @field_validator("method")
     @classmethod

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.devices import share_cores
+from pipeline.devices import gpu_lease, share_cores
 from pipeline.errors import PipelineError
 from pipeline.paths import shared_root
 
 LOCKS = Path(".cache/locks")       # per workspace: one copy of each stage
 RUNNING = Path(".cache/running")   # per project (queued experiments included): who shares the cores
+GPUS = Path(".cache/gpus")         # per project: which running stage holds which GPU
 
 
 @contextlib.contextmanager
@@ -54,7 +55,9 @@ def _os_error_message(error: OSError) -> str | None:
 
 
 @contextlib.contextmanager
-def stage(name: str) -> Iterator[logging.Logger]:
+def stage(name: str, all_gpus: bool = False) -> Iterator[logging.Logger]:
+    """Run a stage: readable logs, one copy per workspace, a share of the cores, and (unless
+    `all_gpus`: generate and features spread shards over every visible GPU) one GPU of several."""
     # Our loggers speak at INFO; libraries (open_clip logs every load step to the root logger) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for ours in ("pipeline", "stage"):
@@ -62,7 +65,8 @@ def stage(name: str) -> Iterator[logging.Logger]:
     log = logging.getLogger(f"stage.{name}")
     started = time.perf_counter()
     try:
-        with _stage_lock(name), share_cores(shared_root() / RUNNING):
+        gpus = contextlib.nullcontext() if all_gpus else gpu_lease(shared_root() / GPUS)
+        with _stage_lock(name), share_cores(shared_root() / RUNNING), gpus:
             yield log
     except PipelineError as error:
         print(f"error in stage {name}: {error}", file=sys.stderr)

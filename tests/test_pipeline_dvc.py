@@ -101,6 +101,13 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     again = run(["dvc", "repro"], repo)
     assert ran(again) == ["check"]  # check always runs (about a second); its fingerprints did not change
 
+    # Where work runs is not what it makes: switching to Ray (or changing the workers) re-runs nothing.
+    set_params(repo, compute__backend="ray", compute__workers=2, compute__max_retries=1)
+    status = run(["dvc", "status"], repo, stdout_only=True)
+    assert [name for name in STAGES if f"{name}:" in status] == ["check"], status  # check: always changed
+    assert ran(run(["dvc", "repro"], repo)) == ["check"]
+    set_params(repo, compute__backend="local", compute__workers=None, compute__max_retries=3)
+
     # A typo added to the params of an up-to-date workspace stops `dvc repro` before any stage.
     valid = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(valid.replace("train:\n", "train:\n  epoch: 3\n", 1))
