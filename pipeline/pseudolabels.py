@@ -3,16 +3,19 @@
 Every rule takes a posterior matrix `probs` [N, C'] over the classes pseudo-labels may take (all
 classes, or TRZSL's unseen ones) and returns `Candidates` in those coordinates: rows of `probs`,
 columns of `probs`. The methods (`pipeline.methods`) decide which rule, which posterior and when.
+
+Balanced top-K and CPL's pools are one vectorised stable assignment (`assign_to_pools`), and no rule
+holds an N x C temporary beyond the mask it returns, so they run on pools of a million images.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
-
 import numpy as np
 
 from pipeline.candidates import LOGIT_SCALE, Candidates
+
+CHUNK_ELEMENTS = 1 << 21   # entries of an N x C matrix a chunked step copies at once (8-16 MB)
+PREFERENCE_WIDTH = 16      # classes of a row's ranking found at once; the rows that need more read on
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -54,9 +57,20 @@ def select_upl(probs: np.ndarray, k: int) -> Candidates:
 
 
 def select_balanced(probs: np.ndarray, k: int) -> Candidates:
-    """Balanced top-K with fallback: walk all (image, class) pairs by posterior, descending; take a
-    pair when the image is still free and the class holds fewer than k. One label per image,
-    deterministic (ties broken by image then class index)."""
+    """Balanced top-K with fallback, as `select_balanced_by_sorting` defines it, without sorting the
+    N·C pairs: image and class rank a pair by the same posterior, so the walk's result is the unique
+    stable assignment with k places per class, which the pools of `assign_to_pools` find."""
+    assigned = assign_to_pools(probs, None, np.full(probs.shape[1], k))
+    rows = np.flatnonzero(assigned >= 0)
+    return _single(probs, rows, assigned[rows])
+
+
+def select_balanced_by_sorting(probs: np.ndarray, k: int) -> Candidates:
+    """The definition of balanced top-K with fallback: walk all (image, class) pairs by posterior,
+    descending; take a pair when the image is still free and the class holds fewer than k. One label
+    per image, deterministic (ties broken by image then class index). It sorts all N·C pairs (20
+    bytes a pair at float32) and walks them in Python, so the methods call `select_balanced`; the
+    tests and benchmarks/selection_scaling.py compare that against this."""
     n, c = probs.shape
     flat = probs.reshape(-1)
     order = np.lexsort((np.arange(flat.size), -flat))
@@ -85,54 +99,171 @@ def grip_k(round_index: int, n_unlabeled: int, n_classes: int, rounds: int) -> i
 
 def intra_instance_sets(probs: np.ndarray, alpha: float) -> np.ndarray:
     """Per image, classes in descending posterior until their cumulative sum first exceeds τ₁, the
-    α-quantile over images of the top posterior. The top class is always in. Returns a bool mask."""
+    α-quantile over images of the top posterior. The top class is always in. Returns a bool mask.
+
+    A chunk of rows at a time, each ranked only PREFERENCE_WIDTH classes deep unless its set reaches
+    that deep: the same sums, so the same mask, and the mask is the only N x C array."""
+    n, c = probs.shape
     tau = float(np.quantile(probs.max(axis=1), alpha))
-    order = np.argsort(-probs, axis=1, kind="stable")
-    sorted_probs = np.take_along_axis(probs, order, axis=1)
-    before = np.cumsum(sorted_probs, axis=1) - sorted_probs   # mass of the classes ranked above
-    keep_sorted = before <= tau
-    keep_sorted[:, 0] = True
-    mask = np.zeros_like(keep_sorted)
-    np.put_along_axis(mask, order, keep_sorted, axis=1)
+    width = min(PREFERENCE_WIDTH, c)
+    mask = np.zeros(probs.shape, dtype=bool)
+    for rows in _chunks(n, c):
+        chunk, block = probs[rows], mask[rows]
+        order = _first_columns(-chunk, width)
+        keep = _kept_by_mass(np.take_along_axis(chunk, order, axis=1), tau)
+        np.put_along_axis(block, order, keep, axis=1)
+        if width < c:                                     # sets that may reach deeper: rank those rows fully
+            deeper = np.flatnonzero(keep[:, -1])
+            order = np.argsort(-chunk[deeper], axis=1, kind="stable")
+            keep = _kept_by_mass(np.take_along_axis(chunk[deeper], order, axis=1), tau)
+            sets = np.zeros(keep.shape, dtype=bool)
+            np.put_along_axis(sets, order, keep, axis=1)
+            block[deeper] = sets
     return mask
 
 
+def _kept_by_mass(sorted_probs: np.ndarray, tau: float) -> np.ndarray:
+    """Which ranked classes the intra set keeps: those whose mass ranked above is at most τ₁."""
+    before = np.cumsum(sorted_probs, axis=1) - sorted_probs   # mass of the classes ranked above
+    keep = before <= tau
+    keep[:, 0] = True
+    return keep
+
+
 def inter_instance_sets(probs: np.ndarray, beta: float) -> np.ndarray:
-    """Per class c, the images whose p(c|x) reaches the β-quantile of column c. Returns a bool mask."""
-    return probs >= np.quantile(probs, beta, axis=0, keepdims=True)
+    """Per class c, the images whose p(c|x) reaches the β-quantile of column c. Returns a bool mask.
+    A chunk of columns at a time (a column's quantile is its own): the mask is the only N x C array."""
+    mask = np.empty(probs.shape, dtype=bool)
+    for columns in _chunks(probs.shape[1], len(probs)):
+        chunk = probs[:, columns]
+        mask[:, columns] = chunk >= np.quantile(chunk, beta, axis=0, keepdims=True)
+    return mask
 
 
-def assign_to_pools(probs: np.ndarray, mask: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """CPL's evicting per-class pools: each image asks its candidate classes in descending posterior;
-    a class holds at most `caps[c]` images, keeping the most confident (p(c|x), then lower index), and
-    an evicted image asks its next candidate. Returns the class of each image, -1 if it has none.
+def assign_to_pools(probs: np.ndarray, mask: np.ndarray | None, caps: np.ndarray) -> np.ndarray:
+    """CPL's evicting per-class pools: each image asks its candidate classes (`mask`; None: all) in
+    descending posterior; a class holds at most `caps[c]` images, keeping the most confident (p(c|x),
+    then lower index), and an evicted image asks its next candidate. Returns the class of each image,
+    -1 if it has none.
 
     Images ask in any order and end in the same pools (the image-proposing stable assignment), so
-    the result equals the authors' batched recursion while being deterministic."""
-    n = len(probs)
-    preference = [np.flatnonzero(mask[i])[np.argsort(-probs[i, mask[i]], kind="stable")] for i in range(n)]
-    asked = np.zeros(n, dtype=np.int64)
-    pools: list[list[tuple[float, int]]] = [[] for _ in range(probs.shape[1])]  # min-heaps of (p, -image)
-    waiting = deque(i for i in range(n) if len(preference[i]))
-    while waiting:
-        image = waiting.popleft()
-        while asked[image] < len(preference[image]):
-            label = int(preference[image][asked[image]])
-            asked[image] += 1
-            entry = (float(probs[image, label]), -image)
-            pool = pools[label]
-            if len(pool) < caps[label]:
-                heapq.heappush(pool, entry)
-                break
-            if pool and entry > pool[0]:
-                evicted = heapq.heapreplace(pool, entry)
-                waiting.append(-evicted[1])
-                break
+    the result equals the authors' batched recursion while being deterministic. Here every free image
+    asks at once, round after round, and passes over the classes that would refuse it now: a full
+    pool only gets stronger, so they would refuse it later too. That includes every class it has
+    asked, so an image that has run through its list reads the next PREFERENCE_WIDTH classes that
+    would admit it from its row alone; nothing N x C is sorted or held."""
+    n, c = probs.shape
+    caps = np.asarray(caps, dtype=np.int64)
     assigned = np.full(n, -1, dtype=np.int64)
-    for label, pool in enumerate(pools):
-        for _, negative in pool:
-            assigned[-negative] = label
+    if n == 0 or not (caps > 0).any():
+        return assigned
+    # Keys are -p, so both sides prefer the lower (key, index). A class admits an image whose (key,
+    # image) is below its bar: +inf while it has room, -inf with no room at all, its weakest holder once
+    # full. The last entry is class -1, a list's padding, which admits nobody.
+    bar_key = np.where(np.append(caps, 0) > 0, np.inf, -np.inf).astype(probs.dtype)
+    bar_image = np.zeros(c + 1, dtype=np.int64)
+    width = min(PREFERENCE_WIDTH, c)
+
+    def admitting_classes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's best `width` classes among those that would admit it now and its keys for
+        them, best first; class -1 (key +inf) past the last."""
+        listed = np.empty((len(images), width), dtype=np.int32)
+        listed_key = np.empty((len(images), width), dtype=probs.dtype)
+        for part in _chunks(len(images), c):
+            rows = images[part]
+            key = probs[rows]
+            np.negative(key, out=key)
+            admits = _admits(rows, key, np.arange(c), bar_key, bar_image)
+            if mask is not None:
+                admits &= mask[rows]
+            listed[part] = columns = _first_columns(key, width, admits)
+            listed_key[part] = np.where(columns >= 0, np.take_along_axis(key, columns, axis=1), np.inf)
+        return listed, listed_key
+
+    listed, listed_key = admitting_classes(np.arange(n))
+    held_image = np.zeros(0, dtype=np.int64)
+    held_class = np.zeros(0, dtype=np.int32)
+    held_key = np.zeros(0, dtype=probs.dtype)
+    asking = np.arange(n)
+    while len(asking):
+        # Each asking image asks its first listed class that would admit it now (those it asked before
+        # refuse it now). One whose list is all refusals reads on; one with no class left stays out.
+        images, labels, keys = [], [], []
+        reading = asking
+        while len(reading):
+            label, key = listed[reading], listed_key[reading]
+            admits = _admits(reading, key, label, bar_key, bar_image)
+            found = admits.any(axis=1)
+            first = admits.argmax(axis=1)[found]
+            images.append(reading[found])
+            labels.append(label[found, first])
+            keys.append(key[found, first])
+            reading = np.sort(reading[~found & (label[:, -1] >= 0)])   # in row order: cheaper to read
+            listed[reading], listed_key[reading] = admitting_classes(reading)
+        # Each asked class keeps its best caps[c] of holders and askers, by (key, image).
+        touched = np.zeros(c, dtype=bool)
+        touched[np.concatenate(labels)] = True
+        contested = touched[held_class]
+        image = np.concatenate([held_image[contested], *images])
+        label = np.concatenate([held_class[contested], *labels])
+        key = np.concatenate([held_key[contested], *keys])
+        order = np.lexsort((image, key, label))
+        image, label, key = image[order], label[order], key[order]
+        rank = np.arange(len(label)) - np.searchsorted(label, label)
+        kept = rank < caps[label]
+        weakest = rank == caps[label] - 1              # that class is full: its last holder is the bar
+        bar_key[label[weakest]] = key[weakest]
+        bar_image[label[weakest]] = image[weakest]
+        held_image = np.concatenate([held_image[~contested], image[kept]])
+        held_class = np.concatenate([held_class[~contested], label[kept]])
+        held_key = np.concatenate([held_key[~contested], key[kept]])
+        asking = image[~kept]
+    assigned[held_image] = held_class
     return assigned
+
+
+def _admits(images: np.ndarray, key: np.ndarray, labels: np.ndarray, bar_key: np.ndarray,
+            bar_image: np.ndarray) -> np.ndarray:
+    """Whether class labels[.., j] takes image images[r] at key[r, j]: (key, image) below its bar."""
+    bar = bar_key[labels]
+    admits = key < bar
+    tied = key == bar
+    if tied.any():                                        # the bar's posterior: the lower image wins
+        row, column = np.nonzero(tied)
+        admits[row, column] = images[row] < bar_image[np.broadcast_to(labels, key.shape)[row, column]]
+    return admits
+
+
+def _first_columns(key: np.ndarray, width: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Each row's `width` first columns by (key, column) ascending, among the `allowed` ones (None:
+    all); -1 past a row's last. Where most columns are allowed, np.partition first cuts each row at
+    its width-th key (ties there leave more than `width`, which the column order settles)."""
+    n, c = key.shape
+    if allowed is None or np.count_nonzero(allowed) > 2 * n * width:
+        if allowed is not None and not allowed.all():
+            key = np.where(allowed, key, np.inf)
+        boundary = np.partition(key, width - 1, axis=1)[:, width - 1:width]
+        allowed = key <= boundary if allowed is None else allowed & (key <= boundary)
+    flat = np.flatnonzero(allowed)
+    row, column = np.divmod(flat, c)
+    values = key.ravel()[flat]
+    first = np.full((n, width), -1, dtype=np.int32)
+    if (np.bincount(row, minlength=n) == width).all():  # every row has exactly `width`: sort rows
+        order = np.argsort(values.reshape(n, width), axis=1, kind="stable")
+        first[:] = np.take_along_axis(column.reshape(n, width), order, axis=1)
+        return first
+    order = np.lexsort((values, row))                  # stable: equal keys stay in column order
+    row, column = row[order], column[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row)
+    keep = rank < width
+    first[row[keep], rank[keep]] = column[keep]
+    return first
+
+
+def _chunks(length: int, other: int) -> list[slice]:
+    """Slices of range(length) whose chunk of a length x other matrix holds at most CHUNK_ELEMENTS."""
+    step = max(1, CHUNK_ELEMENTS // max(other, 1))
+    return [slice(start, min(start + step, length)) for start in range(0, length, step)]
 
 
 def cpl_pool_caps(k: int, previous_counts: np.ndarray | None, n_classes: int) -> np.ndarray:
