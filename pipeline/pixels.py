@@ -71,7 +71,8 @@ class PixelSpec:
         return (pixels - mean) / std
 
 
-def _decode(spec: PixelSpec, path, data) -> np.ndarray:
+def decode_pixels(spec: PixelSpec, path, data) -> np.ndarray:
+    """An image's pixels after the PIL part of the preprocess, uint8 [H, W, 3]."""
     try:
         return np.asarray(spec.pil(open_image(path, data)), dtype=np.uint8)
     except Exception as error:
@@ -116,7 +117,7 @@ def pixel_cache(frame: pd.DataFrame, spec: PixelSpec, cache_dir: str | Path, des
                     out[rows] = np.frombuffer(b"".join(table.column("pixels").to_pylist()), np.uint8).reshape(
                         -1, spec.size, spec.size, 3)
                     continue
-            decoded = np.stack(list(pool.map(lambda a: _decode(spec, *a), zip(paths[rows], images[rows]))))
+            decoded = np.stack(list(pool.map(lambda a: decode_pixels(spec, *a), zip(paths[rows], images[rows]))))
             out[rows] = decoded
             table = pa.table({"id": ids[rows], "pixels": pa.array([d.tobytes() for d in decoded], pa.binary())})
             with atomic_path(path) as tmp:

@@ -106,7 +106,7 @@ def test_pixel_cache_reproduces_the_preprocess_and_is_decoded_once(tiny_clip, tm
     assert torch.allclose(spec.normalise(torch.from_numpy(store)), expected, atol=1e-6)
     assert len(list(tmp_path.rglob("*.parquet"))) == 1
 
-    monkeypatch.setattr(pixels, "_decode", lambda *a: pytest.fail("a cached shard was decoded again"))
+    monkeypatch.setattr(pixels, "decode_pixels", lambda *a: pytest.fail("a cached shard was decoded again"))
     assert np.array_equal(pixel_cache(frame, spec, tmp_path), store)
     changed = frame.assign(image=[png_bytes(pictures[0].rotate(90))] + frame["image"].tolist()[1:])
     with pytest.raises(pytest.fail.Exception):
