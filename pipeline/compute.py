@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from pipeline.devices import resolve_device
+from pipeline.devices import resolve_device, visible_gpus
 from pipeline.errors import PipelineError
 from pipeline.params import ComputeParams
 
@@ -62,15 +62,6 @@ def worker_model(identity: object, load: Callable[[], object]) -> object:
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _visible_gpus() -> list[str]:
-    if not torch.cuda.is_available():
-        return []
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed:
-        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
-    return [str(index) for index in range(torch.cuda.device_count())]
 
 
 def execution_device(compute: ComputeParams | None, device: str, key: str) -> torch.device:
@@ -118,7 +109,7 @@ def _local_workers(compute: ComputeParams, device: torch.device, single_threaded
                                 "set the device to auto (one worker per visible GPU) or compute.workers: 1")
         return compute.workers
     if device.type == "cuda" and device.index is None:
-        return max(1, len(_visible_gpus()))
+        return max(1, len(visible_gpus()))
     if device.type == "cpu" and single_threaded:
         return torch.get_num_threads()  # the stage's share of the cores (pipeline.devices.CoreShare)
     return 1
@@ -142,7 +133,7 @@ def _in_process_pool(work: ShardWork, shards: dict[int, list], workers: int, dev
                      report: Callable[[int], None]) -> Iterator[tuple[int, object]]:
     context = multiprocessing.get_context("spawn")  # CUDA cannot cross a fork
     slots = context.Queue()
-    gpus = _visible_gpus() if device.type == "cuda" else []
+    gpus = visible_gpus() if device.type == "cuda" else []
     for worker in range(workers):
         slots.put(gpus[worker % len(gpus)] if gpus else None)
     threads = max(1, _cores() // workers)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import open_clip
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from pipeline.artifacts import atomic_path
 from pipeline.compute import run_shards, worker_model
 from pipeline.models import Clip, load_clip
 from pipeline.params import ClipParams, ComputeParams
+from pipeline import pixels
 from pipeline.pixels import PixelSpec, decode_pixels
 from pipeline.prompts import class_prompts
 
@@ -43,7 +45,7 @@ class _ImageRows(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(decode_pixels(self.spec, self.paths[index], self.images[index]))
+        return torch.tensor(decode_pixels(self.spec, self.paths[index], self.images[index]))  # PIL's array is read-only
 
 
 @torch.inference_mode()
@@ -72,7 +74,8 @@ def _encode(clip: Clip, paths: list, images: list, batch_size: int, num_workers:
     chunks = []
     with torch.inference_mode():
         for batch in loader:
-            pixels = spec.normalise(batch.to(device, non_blocking=True))
+            # contiguous: the permuted (channels-last) layout takes other conv kernels, off by float rounding
+            pixels = spec.normalise(batch.to(device, non_blocking=True)).contiguous()
             chunks.append(F.normalize(clip.model.encode_image(pixels).float(), dim=-1).cpu())
             if report is not None:
                 report(len(batch))
@@ -125,6 +128,15 @@ def _weights_identity(pretrained: str) -> str:
     return pretrained
 
 
+def _code_identity() -> str:
+    """The encoding code and the libraries under it: a change to any may move the floats, and a cached
+    shard from before must not be served (a layout change once did, by 2e-7)."""
+    digest = hashlib.sha256(f"{torch.__version__}|{open_clip.__version__}".encode())
+    for module in (__file__, pixels.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
 def encode_image_shards(frame: pd.DataFrame, clip: ClipParams, device: torch.device, cache: Path,
                         compute: ComputeParams | None = None, desc: str = "images") -> np.ndarray:
     """`encode_images` as a plan of shards: each shard's embeddings land in `cache` (safetensors,
@@ -132,7 +144,8 @@ def encode_image_shards(frame: pd.DataFrame, clip: ClipParams, device: torch.dev
     the missing shards can run where `compute` says. Returns the embeddings in frame order."""
     paths, images = _sources(frame)
     size = _shard_images(clip.batch_size)
-    model = json.dumps([clip.arch, _weights_identity(clip.pretrained), clip.batch_size, str(device.type)])
+    model = json.dumps([clip.arch, _weights_identity(clip.pretrained), clip.batch_size, str(device.type),
+                        _code_identity()])
     shards, files = {}, {}
     for index, start in enumerate(range(0, len(frame), size)):
         items = list(zip(paths[start:start + size], images[start:start + size]))
