@@ -121,9 +121,6 @@ def test_ray_cpu_tasks_use_their_share_of_the_cluster(ray_cluster):
 
 
 def test_local_workers_default_to_the_stage_share_for_cpu_generation_and_one_otherwise():
-    class Threaded(Probe):
-        single_threaded_on_cpu = False
-
     assert compute._local_workers(ComputeParams(), CPU, single_threaded=True) == torch.get_num_threads()
     assert compute._local_workers(ComputeParams(), CPU, single_threaded=False) == 1
     assert compute._local_workers(ComputeParams(workers=3), CPU, single_threaded=False) == 3
