@@ -4,7 +4,10 @@ Prompts are `[SOS] ctx_1 .. ctx_n [class tokens] . [EOS]` with n shared learnabl
 random N(0, 0.02²) or initialised from the embedding of a phrase such as "a photo of a". The text
 tower is causal and pools at the EOT token, so tokens after the longest prompt's EOT never influence
 the result: the learner runs the transformer on that prefix only (a large speed-up over the full
-77-token context) and still reproduces `encode_text("a photo of a {c}.")` exactly.
+77-token context) and still reproduces `encode_text("a photo of a {c}.")` exactly. The first 1 + n
+positions are the same in every class's prompt, so (on towers that allow it) they run once for all
+classes (`pipeline.text_prefix`); `forward_reference` is the plain C-sequence forward, kept as the
+definition the tests and benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
+
+from pipeline.text_prefix import pool_positions, shared_prefix_text, supports_shared_prefix
 
 PLACEHOLDER = "X"
 
@@ -59,8 +64,20 @@ class PromptLearner(torch.nn.Module):
             frozen = embedding(self.tokens)
         self.register_buffer("prefix_embedding", frozen[:, :1], persistent=False)
         self.register_buffer("suffix_embedding", frozen[:, 1 + n_ctx:], persistent=False)
+        self.register_buffer("pooled_at", pool_positions(model, self.tokens), persistent=False)
+        self.shared_prefix = supports_shared_prefix(model) and bool((self.pooled_at > n_ctx).all())
 
     def forward(self) -> torch.Tensor:
+        if not self.shared_prefix:
+            return self.forward_reference()
+        model = self.model
+        cast = model.transformer.get_cast_dtype()
+        prefix = torch.cat([self.prefix_embedding[0].to(cast), self.ctx.to(cast)])
+        x = shared_prefix_text(model, prefix, self.suffix_embedding.to(cast), self.pooled_at)
+        return self._class_features(x)
+
+    def forward_reference(self) -> torch.Tensor:
+        """The text tower run on each of the C prompts in full (what `forward` equals)."""
         model = self.model
         n_prompts, length = self.tokens.shape
         cast = model.transformer.get_cast_dtype()
@@ -73,6 +90,10 @@ class PromptLearner(torch.nn.Module):
         x = text_global_pool(x, self.tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
         if model.text_projection is not None:
             x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        return self._class_features(x)
+
+    def _class_features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features per class (a class with descriptions: the mean of its prompts')."""
         x = F.normalize(x.float(), dim=-1)
         if len(self.owner) == self.n_classes:
             return x
