@@ -122,7 +122,8 @@ def write_fingerprints(params: Params, out_dir: Path) -> dict[str, dict]:
     fingerprints = {
         "dataset": dataset_fingerprint(params, hashes),
         "clip": weights_fingerprint(params.clip.pretrained, hashes),
-        "generator": weights_fingerprint(params.generate.model, hashes),
+        "generator": weights_fingerprint(params.generate.model, hashes) if params.reads_synthetic_images
+        else {"unused": True},  # the same for every such method, so switching among them re-runs nothing
         "training": training_fingerprint(params, hashes),
     }
     for name, fingerprint in fingerprints.items():

@@ -383,6 +383,20 @@ class Params(_Strict):
                              "set paradigm: candidates or remove the file")
         return self
 
+    @property
+    def reads_synthetic_images(self) -> bool:
+        """Whether the method reads synthetic images; without them `adapt` and `generate` do no work."""
+        from pipeline.methods import registry
+
+        return registry()[self.method].reads_synthetic_images
+
+    def synthetic_plan(self) -> GenerateParams:
+        """The generation this experiment needs: `generate` as set, or no images for a method that
+        reads none (so a zero-shot or GRIP run pays for no adaptation and no generation)."""
+        if self.reads_synthetic_images:
+            return self.generate
+        return self.generate.model_copy(update={"images_per_class": 0})
+
     @model_validator(mode="after")
     def _synthetic_images_for_air(self) -> "Params":
         """A method that votes with synthetic images cannot run without them (its votes would be uniform)."""

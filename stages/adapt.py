@@ -1,7 +1,9 @@
 """adapt: LoRA-adapt the generator to the target domain on the unlabeled training images (AiR's key step).
 
 Disabled (`adapt.enabled: false`), it writes only `adapter.json` saying so, and `generate` runs the
-generator as it is, with the same cache key as if this stage did not exist.
+generator as it is, with the same cache key as if this stage did not exist. For a method that reads no
+synthetic images (`Method.reads_synthetic_images`) it writes the same file, marked `unused`, and trains
+nothing; `check` records that decision in `generator.json`, so switching back to AiR finds DVC's run cache.
 """
 
 import os
@@ -32,10 +34,11 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         settings = params.adapt
         shutil.rmtree(paths.ADAPTER, ignore_errors=True)
         with Live(str(paths.ADAPT_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
-            if not settings.enabled:
+            if not settings.enabled or not params.reads_synthetic_images:
                 live.log_metric("loss", float("nan"))
-                write_json(paths.ADAPTER_INFO, {"enabled": False})
-                log.info("adapt.enabled is false: generating with the generator as it is")
+                write_json(paths.ADAPTER_INFO, {"enabled": False} if not settings.enabled else {"enabled": False, "unused": True})
+                log.info("adapt.enabled is false: generating with the generator as it is" if not settings.enabled
+                         else f"method {params.method} reads no synthetic images: nothing to adapt")
                 return
             paths.ADAPTER.parent.mkdir(parents=True, exist_ok=True)
             manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])

@@ -56,7 +56,7 @@ def synthetic(params_file: Path = typer.Option(Path("params.yaml"), "--params"))
     """The generated class images."""
     with stage("features synthetic", all_gpus=True) as log:
         params = load_params(params_file)
-        frame = read_planned_synthetic(paths.SYNTHETIC, params.generate, read_json(paths.CLASSES))
+        frame = read_planned_synthetic(paths.SYNTHETIC, params.synthetic_plan(), read_json(paths.CLASSES))
         log.info("encoding %d synthetic images with %s (%s)", len(frame), params.clip.arch, params.clip.pretrained)
         _write_images(paths.SYNTHETIC_FEATURES, frame, params, "synthetic images")
 

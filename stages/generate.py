@@ -17,15 +17,17 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    with stage("generate", all_gpus=True):
+    with stage("generate", all_gpus=True) as log:
         params = load_params(params_file)
         class_names = read_json(paths.CLASSES)
         if not paths.ADAPTER_INFO.exists():
             raise PipelineError(f"{paths.ADAPTER_INFO} is missing: run the adapt stage first "
                                 "(dvc repro adapt, or python -m stages.adapt; it is quick with adapt.enabled: false)")
         adapter = paths.ADAPTER if read_json(paths.ADAPTER_INFO)["enabled"] else None
-        generate_synthetic(params.generate, class_names, params.generate.seed, paths.SYNTHETIC, adapter=adapter,
-                           compute=params.compute)
+        if not params.reads_synthetic_images:
+            log.info("method %s reads no synthetic images: generating none", params.method)
+        generate_synthetic(params.synthetic_plan(), class_names, params.generate.seed, paths.SYNTHETIC,
+                           adapter=adapter, compute=params.compute)
         contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.evaluate.sheet_classes,
                       params.evaluate.sheet_images)
 

@@ -41,7 +41,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         image_space = method.trains_image_tower()
         store = None
         if image_space:
-            store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.generate,
+            store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.synthetic_plan(),
                                     workspace.class_names)
             log.info("image-space training on %d cached images", len(store))
         make_learner = make_learner_factory(params, clip, workspace.class_names, workspace.zero_shot_weights, store,

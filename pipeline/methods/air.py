@@ -15,6 +15,7 @@ class AiR(Method):
     summary = ("fused posterior (p_text + λ·p_aux)/(1+λ) fed to the pseudolabel.selection method's rule "
                "and rounds; prompt loss + β·CE(synthetic)")
     needs_prototypes = True
+    reads_synthetic_images = True
     selection_rule = False
 
     def __init__(self, params):

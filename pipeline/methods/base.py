@@ -46,6 +46,7 @@ class Method:
     summary: ClassVar[str] = ""
     trains: ClassVar[bool] = True             # False: the zero-shot classifier is the result
     needs_prototypes: ClassVar[bool] = False  # reads the auxiliary stage's synthetic prototypes
+    reads_synthetic_images: ClassVar[bool] = False  # False: the experiment adapts and generates nothing
     needs_candidate_sets: ClassVar[bool] = False  # reads the candidates paradigm's label sets
     selection_rule: ClassVar[bool] = True     # may serve as AiR's `pseudolabel.selection`
     paradigms: ClassVar[tuple[str, ...]] = ("ul", "ssl", "trzsl")  # where the method has a meaning
