@@ -175,10 +175,3 @@ def encode_prompts(clip: Clip, templates: list[str], class_names: list[str], dev
     embeddings = F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
     frame = pd.DataFrame({"class_index": [c for c, _ in pairs], "prompt": [p for _, p in pairs]})
     return frame, embeddings
-
-
-def zero_shot_weights(text: pd.DataFrame, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class weights from the prompt ensemble: mean of each class's prompt embeddings, renormalised."""
-    weights = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float32)
-    np.add.at(weights, text["class_index"].to_numpy(), embeddings)
-    return weights / np.linalg.norm(weights, axis=1, keepdims=True).clip(1e-12)

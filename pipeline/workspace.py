@@ -12,11 +12,17 @@ from pipeline.artifacts import load_tensors, read_json, read_table
 from pipeline.datasets.candidate_sets import candidate_masks
 from pipeline.datasets.paradigms import pseudo_label_classes
 from pipeline.errors import PipelineError
-from pipeline.features import zero_shot_weights
 from pipeline.candidates import Candidates
 from pipeline.params import GenerateParams
 from pipeline.pixels import PixelSpec, pixel_cache
 from pipeline.pool import Pool
+
+
+def zero_shot_weights(text: pd.DataFrame, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class weights from the prompt ensemble: mean of each class's prompt embeddings, renormalised."""
+    weights = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float32)
+    np.add.at(weights, text["class_index"].to_numpy(), embeddings)
+    return weights / np.linalg.norm(weights, axis=1, keepdims=True).clip(1e-12)
 
 
 @dataclass

@@ -34,11 +34,15 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         settings = params.adapt
         shutil.rmtree(paths.ADAPTER, ignore_errors=True)
         with Live(str(paths.ADAPT_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
-            if not settings.enabled or not params.reads_synthetic_images:
+            if not params.reads_synthetic_images:  # whatever adapt.enabled says: the same marker for all
                 live.log_metric("loss", float("nan"))
-                write_json(paths.ADAPTER_INFO, {"enabled": False} if not settings.enabled else {"enabled": False, "unused": True})
-                log.info("adapt.enabled is false: generating with the generator as it is" if not settings.enabled
-                         else f"method {params.method} reads no synthetic images: nothing to adapt")
+                write_json(paths.ADAPTER_INFO, {"enabled": False, "unused": True})
+                log.info("method %s reads no synthetic images: nothing to adapt", params.method)
+                return
+            if not settings.enabled:
+                live.log_metric("loss", float("nan"))
+                write_json(paths.ADAPTER_INFO, {"enabled": False})
+                log.info("adapt.enabled is false: generating with the generator as it is")
                 return
             paths.ADAPTER.parent.mkdir(parents=True, exist_ok=True)
             manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])

@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["check", "prepare", "features_real", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
           "pseudolabel", "train", "evaluate"]
@@ -136,8 +138,15 @@ def test_experiments_compare_methods(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
     zeroshot = run(["dvc", "exp", "run", "-S", "method=zeroshot"], repo)
-    assert ran(zeroshot) == ["check", "pseudolabel", "train", "evaluate"]
-    run(["dvc", "exp", "run", "-S", "method=air"], repo)
+    # Zero-shot reads no synthetic image: adapt and generate run but do nothing (an empty store).
+    assert ran(zeroshot) == ["check", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
+                             "pseudolabel", "train", "evaluate"]
+    assert json.loads((repo / "data/adapter/adapter.json").read_text()) == {"enabled": False, "unused": True}
+    assert not (repo / "data/adapter/pytorch_lora_weights.safetensors").exists()
+    assert not list((repo / "data/synthetic").glob("*.parquet"))
+    air = run(["dvc", "exp", "run", "-S", "method=air"], repo)
+    assert "adapt" not in ran(air) and "generate" not in ran(air)  # back to AiR: DVC's run cache
+    assert len(list((repo / "data/synthetic").glob("*.parquet"))) > 0
     cpl = run(["dvc", "exp", "run", "-S", "method=cpl", "-S", "train.ensemble=2"], repo)
     assert ran(cpl) == ["check", "pseudolabel", "train", "evaluate"]
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
