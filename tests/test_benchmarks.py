@@ -1,8 +1,13 @@
-"""The papers' benchmarks, read from tiny fake copies of their on-disk layouts (no downloads)."""
+"""The papers' benchmarks, read from tiny fake copies of their on-disk layouts (no downloads); and the
+GPU benchmark suite (`benchmarks/gpu_suite.sh`) in its toy mode."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +165,30 @@ def test_a_truncated_benchmark_image_is_named_before_any_work(tmp_path):
     (base / "jpg" / "image_00007.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(PipelineError, match=r"1 image\(s\) cannot be read: \S+image_00007.jpg"):
         _load("flowers102", tmp_path)
+
+
+GPU_SUITE_ARMS = ["prompt_forward_eager", "prompt_reference_eager", "prompt_fit", "features_vitb32",
+                  "generate_sd-turbo", "adapt_sd-turbo", "generate_sd15", "adapt_sd15",
+                  "prompt_forward_compiled", "prompt_reference_compiled"]
+
+
+def test_gpu_suite_toy_mode_records_every_arm_and_extrapolates_air_on_flowers102(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "suite"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_suite.sh"), "--toy"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for arm in GPU_SUITE_ARMS:
+        record = json.loads((out / f"{arm}.json").read_text())
+        assert record["status"] == "ok", record
+        numbers = [value for value in record["figures"].values() if type(value) in (int, float)]
+        assert numbers and all(math.isfinite(value) and value >= 0 for value in numbers), record
+        assert f"[{arm}] ok in" in done.stdout
+    assert "Extrapolated wall time of full AiR on Flowers102 (TOY figures: meaningless)" in done.stdout
+    extrapolation = json.loads((out / "extrapolation.json").read_text())
+    assert extrapolation["sd-turbo"]["missing"] == [] and extrapolation["total_s"] > 0
+    assert set(extrapolation["sd-turbo"]["components_s"]) == {"adapt", "generate", "features", "GRIP"}
+    # GRIP: K_t = 2t for |U| = 2,040, C = 102; n_t = 102 K_t (x 0.8 from K_t = 10); 150 epochs of ceil(n_t / 16)
+    assert extrapolation["grip_k"] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20] and extrapolation["grip_steps"] == 150 * 590
+    assert (out / "suite.log").read_text().count("] ok in") == len(GPU_SUITE_ARMS)
