@@ -43,6 +43,32 @@ def sd15_shaped(dtype: torch.dtype) -> StableDiffusionPipeline:
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
+def seconds_per_step(pipe, device: torch.device, resolution: int, batch_size: int, steps: int,
+                     warmup: int = 2, images: int = 16) -> float:
+    """Median seconds of one `adapt_generator` step (LoRA rank 8 on the attention projections, as the
+    adapt stage trains it) on random PNGs, after `warmup` steps."""
+    rng = np.random.default_rng(0)
+    pngs = []
+    for _ in range(images):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    data = TrainingImages([None] * images, pngs, ["a photo"] * images)
+    settings = AdaptParams(enabled=True, steps=warmup + steps, batch_size=batch_size, resolution=resolution,
+                           lr=1e-4, rank=8)
+    times, last = [], [time.perf_counter()]
+
+    def on_step(step: int, loss: float) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    adapt_generator(pipe, data, settings, device, on_step=on_step, progress=False)
+    return float(np.median(times[warmup:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -54,27 +80,7 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
     pipe = sd15_shaped(dtype).to(device)
-    rng = np.random.default_rng(0)
-    pngs = []
-    for _ in range(16):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (args.resolution, args.resolution, 3), dtype=np.uint8)).save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    data = TrainingImages([None] * 16, pngs, ["a photo"] * 16)
-    settings = AdaptParams(enabled=True, steps=args.steps, batch_size=args.batch_size, resolution=args.resolution,
-                           lr=1e-4, rank=8)
-    times = []
-    last = [time.perf_counter()]
-
-    def on_step(step: int, loss: float) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
-    adapt_generator(pipe, data, settings, device, on_step=on_step, progress=False)
-    steady = float(np.median(times[2:] if len(times) > 4 else times))
+    steady = seconds_per_step(pipe, device, args.resolution, args.batch_size, args.steps)
     print(f"SD-1.5-shaped LoRA (rank 8, attention projections), {args.resolution}px, batch {args.batch_size}, "
           f"{device} {dtype}: {steady:.3f} s/step (median after warm-up); 1000 steps = {steady * 1000 / 60:.1f} min"
           + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""))

@@ -15,7 +15,7 @@ process died or ran out of the time budget; the next `run --resume` or `extrapol
 Random weights only (no download): the cost of a step does not depend on the weights. The arms reuse
 the other benchmarks: `generation_throughput.random_weights_model` (SD 1.5 / SD-Turbo-shaped
 pipelines, saved once per shape and loaded by both that shape's arms) and `.direct` (images/s),
-`pipeline.adaptation.adapt_generator` timed per step as `adapt_sd.py` times it, `feature_throughput.py`'s
+`adapt_sd.seconds_per_step` (the adapt stage's LoRA step), `feature_throughput.py`'s
 `main` (run in-process with arguments), `method_costs.train_seconds` (`fit_prompt`, the real training
 loop) and `pipeline.prompts.PromptLearner` (`forward` vs `forward_reference`, eager vs `torch.compile`).
 """
@@ -296,37 +296,16 @@ def _generate_arm(cfg, kind: str) -> dict:
 
 
 def _adapt_arm(cfg, kind: str) -> dict:
-    """`adapt_generator` (LoRA rank 8 on the attention projections, as the adapt stage runs it) on
-    random PNGs, timed per step as `adapt_sd.py` does: median s/step after the warm-up steps."""
-    import numpy as np
-    from PIL import Image
+    """`adapt_sd.seconds_per_step` (the adapt stage's LoRA step on random PNGs, median after warm-up)
+    on this generator shape."""
+    from adapt_sd import seconds_per_step
 
-    from pipeline.adaptation import TrainingImages, adapt_generator
     from pipeline.generation import load_generator
-    from pipeline.params import AdaptParams
 
     a, device = cfg.adapt, _device(cfg)
     model, build_s = _generator(cfg, kind)
     pipe = load_generator(model, device, _dtype(cfg))
-    rng = np.random.default_rng(0)
-    pngs = []
-    for _ in range(a["images"]):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (a["resolution"], a["resolution"], 3), dtype=np.uint8)).save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    data = TrainingImages([None] * a["images"], pngs, ["a photo"] * a["images"])
-    settings = AdaptParams(enabled=True, steps=a["warmup"] + a["steps"], batch_size=a["batch"],
-                           resolution=a["resolution"], lr=1e-4, rank=8)
-    times, last = [], [time.perf_counter()]
-
-    def on_step(step: int, loss: float) -> None:
-        _sync(device)
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
-    adapt_generator(pipe, data, settings, device, on_step=on_step, progress=False)
-    steady = float(np.median(times[a["warmup"]:]))
+    steady = seconds_per_step(pipe, device, a["resolution"], a["batch"], a["steps"], a["warmup"], a["images"])
     return {"s_per_step": round(steady, 5), "steps_per_s": round(1 / steady, 3), "batch_size": a["batch"],
             "resolution": a["resolution"], "steps_timed": a["steps"], "build_s": round(build_s, 1), **_peak_gib(device)}
 

@@ -16,6 +16,8 @@ and keep the ordinary forward.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
@@ -27,7 +29,8 @@ def supports_shared_prefix(model: torch.nn.Module) -> bool:
     mask = getattr(model, "attn_mask", None)
     if transformer is None or mask is None or getattr(model, "text_pool_type", "argmax") not in ("argmax", "eos", "last"):
         return False
-    if not getattr(transformer, "batch_first", False) or getattr(transformer, "grad_checkpointing", False):
+    if not getattr(transformer, "batch_first", False) or getattr(transformer, "grad_checkpointing", False) or \
+            not len(transformer.resblocks):
         return False
     causal = torch.full_like(mask, float("-inf")).triu_(1)
     if not torch.equal(mask, causal):
@@ -74,6 +77,15 @@ def _finish(block: ResidualAttentionBlock, x: torch.Tensor, attended: torch.Tens
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
+@functools.lru_cache(maxsize=16)
+def _suffix_sees(shared: int, suffix_length: int, device: torch.device) -> torch.Tensor:
+    """[S, P + S] bool: suffix query i sees every prefix key and the suffix keys j <= i (built once
+    per shape, not every training step)."""
+    sees = torch.ones(suffix_length, shared + suffix_length, dtype=torch.bool, device=device)
+    sees[:, shared:].tril_()
+    return sees
+
+
 def shared_prefix_text(model: torch.nn.Module, prefix: torch.Tensor, suffix: torch.Tensor,
                        pooled_at: torch.Tensor) -> torch.Tensor:
     """Pooled text features (after `ln_final` and the projection, not normalised) of N prompts
@@ -86,9 +98,7 @@ def shared_prefix_text(model: torch.nn.Module, prefix: torch.Tensor, suffix: tor
     x_suffix = suffix + positions[shared:shared + suffix_length]                 # [N, S, D]
     rows = torch.arange(n_prompts, device=suffix.device)
     pooled = pooled_at - shared
-    # suffix query i sees every prefix key and suffix keys j <= i
-    sees = torch.ones(suffix_length, shared + suffix_length, dtype=torch.bool, device=suffix.device)
-    sees[:, shared:] = torch.ones(suffix_length, suffix_length, dtype=torch.bool, device=suffix.device).tril_()
+    sees = _suffix_sees(shared, suffix_length, suffix.device)
     blocks = model.transformer.resblocks
     for index, block in enumerate(blocks):
         q_p, k_p, v_p = _project(block, x_prefix)
@@ -102,8 +112,6 @@ def shared_prefix_text(model: torch.nn.Module, prefix: torch.Tensor, suffix: tor
             query = q_s[rows, :, pooled].unsqueeze(2)                            # [N, H, 1, hd]
             attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=sees[pooled].unsqueeze(1).unsqueeze(1))
             x = _finish(block, x_suffix[rows, pooled].unsqueeze(1), attended)[:, 0]
-    if not blocks:
-        x = x_suffix[rows, pooled]
     x = model.ln_final(x)
     projection = model.text_projection
     if projection is not None:

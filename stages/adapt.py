@@ -34,15 +34,12 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         settings = params.adapt
         shutil.rmtree(paths.ADAPTER, ignore_errors=True)
         with Live(str(paths.ADAPT_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
-            if not params.reads_synthetic_images:  # whatever adapt.enabled says: the same marker for all
+            unused = not params.reads_synthetic_images  # whatever adapt.enabled says: one marker for all
+            if unused or not settings.enabled:
                 live.log_metric("loss", float("nan"))
-                write_json(paths.ADAPTER_INFO, {"enabled": False, "unused": True})
-                log.info("method %s reads no synthetic images: nothing to adapt", params.method)
-                return
-            if not settings.enabled:
-                live.log_metric("loss", float("nan"))
-                write_json(paths.ADAPTER_INFO, {"enabled": False})
-                log.info("adapt.enabled is false: generating with the generator as it is")
+                write_json(paths.ADAPTER_INFO, {"enabled": False, "unused": True} if unused else {"enabled": False})
+                log.info(f"method {params.method} reads no synthetic images: nothing to adapt" if unused else
+                         "adapt.enabled is false: generating with the generator as it is")
                 return
             paths.ADAPTER.parent.mkdir(parents=True, exist_ok=True)
             manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])
