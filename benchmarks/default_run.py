@@ -4,6 +4,7 @@ the text tower's training step (the train stage's floor) through the old and the
     python benchmarks/default_run.py                      # both parts, baseline 192f5a7 vs HEAD
     python benchmarks/default_run.py --part tower         # the text-tower step only (a few minutes)
     python benchmarks/default_run.py --part repro --baseline 192f5a7 --current HEAD
+    python benchmarks/default_run.py --part seeds --seeds 0 1 2   # the default run's accuracy over study seeds
 
 `repro`: each revision is cloned into a scratch folder (committed code only, a fresh `.cache`) and
 `dvc repro` runs there with this environment's Python; every stage's wall time is taken from when
@@ -13,7 +14,11 @@ revision's figures land in `results/default_run/<rev>.json` as it finishes, and 
 
 `tower`: seconds of one training step's floor (the C prompts forward, a loss, backward) with
 `PromptLearner.forward_reference` (the plain C-sequence tower) and `forward` (shared prefix), in
-one process, interleaved; per text tower, class count and context length.
+one process, interleaved; per text tower, class count and context length. `--compile` adds the
+shared-prefix step under `torch.compile` (its one-off compile time printed apart).
+
+`seeds`: the default run of the current revision with `seed = adapt.seed = generate.seed = s`, each in
+a fresh clone; accuracies land in `results/default_run/<rev>-seeds.json` seed by seed (resumable).
 """
 
 from __future__ import annotations
@@ -41,9 +46,7 @@ def _sha(revision: str) -> str:
 def time_repro(revision: str) -> dict:
     """A fresh clone of `revision`, `dvc repro` in it; wall seconds per stage and in all."""
     with tempfile.TemporaryDirectory(prefix="default-run-") as scratch:
-        clone = Path(scratch) / "project"
-        subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(clone)], check=True)
-        subprocess.run(["git", "checkout", "--quiet", revision], cwd=clone, check=True)
+        clone = _fresh_clone(revision, scratch)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         stages: dict[str, float] = {}
         current, mark = None, time.perf_counter()
@@ -69,6 +72,43 @@ def time_repro(revision: str) -> dict:
     return {"revision": revision, "seconds": end - started, "stages": stages, "accuracy": metrics["accuracy"]}
 
 
+def _fresh_clone(revision: str, scratch: str) -> Path:
+    clone = Path(scratch) / "project"
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", revision], cwd=clone, check=True)
+    return clone
+
+
+def seeds_part(current: str, seeds: list[int]) -> None:
+    """The default run's target accuracy with every random choice of the run set by one seed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    sha = _sha(current)
+    path = RESULTS / f"{sha}-seeds.json"
+    record = json.loads(path.read_text()) if path.exists() else {"revision": sha, "accuracy": {}, "seconds": {}}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for seed in seeds:
+        if str(seed) in record["accuracy"]:
+            print(f"seed {seed}: reusing {path.relative_to(ROOT)}", flush=True)
+            continue
+        print(f"seed {seed}: fresh clone of {sha}, dvc exp run ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix="default-seed-") as scratch:
+            clone = _fresh_clone(sha, scratch)
+            start = time.perf_counter()
+            sets = [arg for key in ("seed", "adapt.seed", "generate.seed") for arg in ("-S", f"{key}={seed}")]
+            done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "run", *sets], cwd=clone, env=env,
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"dvc exp run failed for seed {seed}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            record["seconds"][str(seed)] = time.perf_counter() - start
+            record["accuracy"][str(seed)] = json.loads((clone / "metrics.json").read_text())["accuracy"]
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    import numpy as np
+
+    values = np.array([record["accuracy"][str(s)] for s in seeds]) * 100
+    print(f"{sha}: target accuracy over seeds {seeds}: " + " / ".join(f"{v:.2f}" for v in values)
+          + f"  mean {values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}")
+
+
 def repro_part(baseline: str, current: str, fresh: bool) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -91,7 +131,7 @@ def repro_part(baseline: str, current: str, fresh: bool) -> None:
     print(f"{'accuracy':<20} {100 * old['accuracy']:>9.2f}% {100 * new['accuracy']:>9.2f}%")
 
 
-def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeats: int) -> None:
+def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeats: int, compiled: bool) -> None:
     import numpy as np
     import torch
 
@@ -105,7 +145,8 @@ def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeat
 
     print(f"text-tower step (forward + backward over the C prompts, batch 32), {torch.get_num_threads()} threads, "
           f"median of {repeats}")
-    print(f"{'tower':<10} {'C':>5} {'ctx':>4} {'old s':>9} {'new s':>9} {'new/old':>8}")
+    header = f"{'tower':<10} {'C':>5} {'ctx':>4} {'old s':>9} {'new s':>9} {'new/old':>8}"
+    print(header + (f" {'compiled s':>11} {'comp/new':>9} {'compile s':>10}" if compiled else ""))
     for arch in archs:
         clip = load_clip(arch, "random", torch.device("cpu"))
         images = torch.nn.functional.normalize(torch.randn(32, clip.model.visual.output_dim), dim=-1)
@@ -115,6 +156,12 @@ def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeat
                 ctx_init = "a photo of a" if n_ctx == 4 else ""
                 learner = PromptLearner(clip.model, clip.tokenizer, names, n_ctx=n_ctx, ctx_init=ctx_init)
                 arms = {"old": learner.forward_reference, "new": learner.forward}
+                compile_seconds = None
+                if compiled:
+                    arms["compiled"] = torch.compile(learner.forward)
+                    start = time.perf_counter()
+                    step(arms["compiled"], learner)  # compiles forward and backward
+                    compile_seconds = time.perf_counter() - start
                 times = {name: [] for name in arms}
                 for forward in arms.values():
                     step(forward, learner)  # warm-up
@@ -123,13 +170,17 @@ def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeat
                         start = time.perf_counter()
                         step(forward, learner)
                         times[name].append(time.perf_counter() - start)
-                old, new = (float(np.median(times[name])) for name in arms)
-                print(f"{arch:<10} {count:>5} {n_ctx:>4} {old:>9.4f} {new:>9.4f} {new / old:>8.3f}", flush=True)
+                old, new = (float(np.median(times[name])) for name in ("old", "new"))
+                line = f"{arch:<10} {count:>5} {n_ctx:>4} {old:>9.4f} {new:>9.4f} {new / old:>8.3f}"
+                if compiled:
+                    fast = float(np.median(times["compiled"]))
+                    line += f" {fast:>11.4f} {fast / new:>9.3f} {compile_seconds:>10.1f}"
+                print(line, flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "repro", "tower"], default="all")
+    parser.add_argument("--part", choices=["all", "repro", "tower", "seeds"], default="all")
     parser.add_argument("--baseline", default="192f5a7")
     parser.add_argument("--current", default="HEAD")
     parser.add_argument("--fresh", action="store_true", help="measure again even where results exist")
@@ -137,11 +188,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=[24, 102, 1000])
     parser.add_argument("--contexts", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="tower: add the torch.compile'd shared-prefix step")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     if args.part in ("all", "tower"):
-        tower_part(args.archs, args.classes, args.contexts, args.repeats)
+        tower_part(args.archs, args.classes, args.contexts, args.repeats, args.compile)
     if args.part in ("all", "repro"):
         repro_part(args.baseline, args.current, args.fresh)
+    if args.part == "seeds":
+        seeds_part(args.current, args.seeds)
 
 
 if __name__ == "__main__":
