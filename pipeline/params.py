@@ -49,19 +49,43 @@ def _range(value: list[float], key: str) -> list[float]:
     return value
 
 
-class WorldParams(_Strict):
-    """The demo world's knobs (`dataset.name: demo`): the defaults are its shifted target domain."""
+WORLD_PRESETS_FILE = Path(__file__).resolve().parent / "demo" / "presets.yaml"
+WORLD_SHIFT_KNOBS = ("backgrounds", "distractors", "contrast", "noise", "blur", "radius")
 
+
+def world_presets() -> dict[str, dict]:
+    """The demo world's presets (`pipeline/demo/presets.yaml`): a value for every shift knob."""
+    return yaml.safe_load(WORLD_PRESETS_FILE.read_text())
+
+
+class WorldParams(_Strict):
+    """The demo world's knobs (`dataset.name: demo`). The shift knobs left out or null take the
+    preset's value (`pipeline/demo/presets.yaml`: easy, default = the target domain of the default
+    run, hard); a knob set explicitly wins over its preset."""
+
+    preset: str = "default"
     seed: int = Field(0, ge=0)
     images_per_class: int = Field(24, ge=2)
     test_images_per_class: int = Field(24, ge=1)
     image_size: int = Field(32, ge=16)
-    backgrounds: list[Literal["plain", "gradient", "stripes", "checker", "noise"]] = ["stripes", "checker", "noise"]
-    distractors: list[int] = [0, 2]
-    contrast: list[float] = [0.55, 0.9]
-    noise: float = Field(8.0, ge=0)
-    blur: list[float] = [0.2, 0.7]
-    radius: list[float] = [5.0, 12.0]
+    backgrounds: list[Literal["plain", "gradient", "stripes", "checker", "noise"]]
+    distractors: list[int]
+    contrast: list[float]
+    noise: float = Field(ge=0)
+    blur: list[float]
+    radius: list[float]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_values(cls, data):
+        if not isinstance(data, dict):
+            return data
+        presets = world_presets()
+        name = data.get("preset") if data.get("preset") is not None else "default"
+        if name not in presets:
+            raise ValueError(f"unknown dataset.demo.preset {name!r}; choose one of: {', '.join(presets)}")
+        return {**data, "preset": name,
+                **{knob: presets[name][knob] for knob in WORLD_SHIFT_KNOBS if data.get(knob) is None}}
 
     @field_validator("distractors", "contrast", "blur", "radius")
     @classmethod
@@ -85,7 +109,7 @@ class DatasetParams(_Strict):
     class_names_file: Optional[str] = None
     test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # null: the source's (0.5; RESISC45 0.8)
     split_seed: int = Field(0, ge=0)
-    demo: WorldParams = WorldParams()
+    demo: WorldParams = Field(default_factory=WorldParams)
 
     @field_validator("name")
     @classmethod

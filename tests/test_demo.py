@@ -13,7 +13,9 @@ from pipeline.demo.generator import class_fidelity
 from pipeline.generation import generate_synthetic, load_generator, read_synthetic
 from pipeline.demo.pretrain_clip import caption, render_corpus, zero_shot_accuracy
 from pipeline.models import load_clip
-from pipeline.params import GenerateParams, WorldParams
+from pipeline.datasets.demo import demo_dataset
+from pipeline.errors import PipelineError
+from pipeline.params import GenerateParams, WorldParams, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
@@ -43,6 +45,41 @@ def test_knobs_shift_the_domain():
     assert target[1] > 1.5 * source[1]
     plain = WorldParams(backgrounds=["plain"], distractors=[0, 0], contrast=[1, 1], noise=0, blur=[0, 0])
     assert stats(plain)[1] < source[1]
+
+
+# The target world of the default run before presets existed (params.yaml up to issue 25).
+TODAYS_TARGET = dict(backgrounds=["stripes", "checker", "noise"], distractors=[0, 2], contrast=[0.55, 0.9],
+                     noise=8.0, blur=[0.2, 0.7], radius=[5.0, 12.0])
+
+
+def test_default_preset_renders_todays_world_byte_for_byte():
+    counts = dict(images_per_class=3, test_images_per_class=2)
+    preset = demo_dataset(WorldParams(preset="default", **counts)).frame
+    explicit = demo_dataset(WorldParams(**counts, **TODAYS_TARGET)).frame
+    assert list(preset["image"]) == list(explicit["image"])
+    easy = demo_dataset(WorldParams(preset="easy", **counts)).frame
+    assert sum(a != b for a, b in zip(easy["image"], preset["image"])) == len(preset)
+
+
+def test_an_explicit_knob_wins_over_its_preset_and_null_takes_the_presets():
+    world = WorldParams(preset="hard", contrast=[0.9, 1.0], noise=None)
+    assert world.contrast == [0.9, 1.0]
+    assert world.noise == WorldParams(preset="hard").noise != WorldParams().noise
+    with pytest.raises(PipelineError, match=r"dataset\.demo.*unknown dataset\.demo\.preset 'medium'; choose one of: default, easy, hard"):
+        parse_params({"dataset": {"demo": {"preset": "medium"}}})
+
+
+def test_presets_span_the_zero_shot_range_they_were_calibrated_for():
+    """pipeline/demo/presets.yaml: ~67% / ~35% / ~21% on the test split (results/worlds/calibration.csv);
+    here a smaller sample of another seed, with a margin."""
+    clip = load_clip("demo-clip", str(CLIP_FILE), torch.device("cpu"))
+    accuracy = {}
+    for preset in ("easy", "default", "hard"):
+        images, _, labels = render_corpus(480, seed=21, domain=WorldParams(preset=preset))
+        accuracy[preset] = zero_shot_accuracy(clip.model, clip.tokenizer, images, labels)
+    assert 0.55 <= accuracy["easy"] <= 0.8
+    assert 0.25 <= accuracy["default"] <= 0.45
+    assert 0.1 <= accuracy["hard"] <= 0.3
 
 
 def test_captions_name_the_class():
