@@ -11,6 +11,12 @@ Captions (`adapt.captions`): `domain` gives every image one class-agnostic capti
 learns the domain and not the classes; `pseudolabel` captions each image with the generation
 template filled with its zero-shot text label, keeping only UPL's k most confident per class (the
 adapter then also learns what each class looks like there, and some of CLIP's mistakes with it).
+
+Prior preservation (`adapt.prior_weight` > 0, DreamBooth's, as in diffusers' LoRA DreamBooth script):
+every step also denoises a batch of class images the *unadapted* generator made from the class
+captions, weighted by `prior_weight`, so the adapter learns the target's look without unlearning what
+each class prompt draws. Its batches come from their own random stream: with the weight at 0 the
+adapter is the one trained without it, bit for bit.
 """
 
 from __future__ import annotations
@@ -141,10 +147,17 @@ def _target(scheduler, x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tenso
     raise PipelineError(f"cannot adapt a generator whose scheduler predicts {kind!r}")
 
 
+def prior_images(frame: pd.DataFrame) -> TrainingImages:
+    """Class images of the unadapted generator (a synthetic store's frame) with their prompts as captions."""
+    return TrainingImages([None] * len(frame), frame["image"].tolist(), frame["prompt"].tolist())
+
+
 def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: torch.device,
-                    on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Add LoRA adapters to the pipeline's UNet, train only them on `data`, return their state dict
-    (peft names). The base weights never change: they are frozen before the adapters are added."""
+                    on_step: Callable[[int, float], None] | None = None, progress: bool = True,
+                    prior: TrainingImages | None = None) -> dict[str, torch.Tensor]:
+    """Add LoRA adapters to the pipeline's UNet, train only them on `data` (and, with `prior` and
+    `params.prior_weight` > 0, on the prior-preservation class images), return their state dict (peft
+    names). The base weights never change: they are frozen before the adapters are added."""
     if len(data) == 0:
         raise PipelineError("adapt has no training images (pseudolabel captions kept none); lower adapt.k "
                             "or use adapt.captions: domain")
@@ -166,14 +179,17 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
     alphas = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
     steps_total = scheduler.config.num_train_timesteps
 
-    unique = sorted(set(data.captions))
+    use_prior = prior is not None and len(prior) > 0 and params.prior_weight > 0
+    unique = sorted(set(data.captions) | (set(prior.captions) if use_prior else set()))
     with torch.no_grad():
         encoded = [view.condition(unique[i:i + 256]) for i in range(0, len(unique), 256)]
     condition = {key: torch.cat([part[key] for part in encoded]) for key in encoded[0]}
     position = {caption: index for index, caption in enumerate(unique)}
     caption_index = torch.tensor([position[caption] for caption in data.captions])
+    prior_caption_index = torch.tensor([position[caption] for caption in prior.captions]) if use_prior else None
 
     generator = torch.Generator().manual_seed(params.seed)
+    prior_generator = torch.Generator().manual_seed(params.seed + 1)  # its own stream: the target batches stay as without
     dtype = unet.dtype
     started = time.perf_counter()
     with tqdm(range(params.steps), desc="adapt generator (LoRA)", unit="step", disable=not progress) as bar:
@@ -183,11 +199,25 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
                 x0 = view.latents(data.pixels(rows, params.resolution).to(device)).float()
             t = torch.randint(0, steps_total, (len(rows),), generator=generator)
             noise = torch.randn(x0.shape, generator=generator).to(device)
+            captions = caption_index[rows]
+            if use_prior:  # one UNet pass over the target batch followed by as many prior images
+                prior_rows = torch.randint(0, len(prior), (params.batch_size,), generator=prior_generator).numpy()
+                with torch.no_grad():
+                    x0 = torch.cat([x0, view.latents(prior.pixels(prior_rows, params.resolution).to(device)).float()])
+                t = torch.cat([t, torch.randint(0, steps_total, (len(prior_rows),), generator=prior_generator)])
+                noise = torch.cat([noise, torch.randn(noise.shape, generator=prior_generator).to(device)])
+                captions = torch.cat([captions, prior_caption_index[prior_rows]])
             alpha = alphas[t.to(device)].view(-1, 1, 1, 1)
             noisy = alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
-            kwargs = {key: value[caption_index[rows]].to(device=device, dtype=dtype) for key, value in condition.items()}
+            kwargs = {key: value[captions].to(device=device, dtype=dtype) for key, value in condition.items()}
             prediction = unet(noisy.to(dtype), t.to(device), **kwargs).sample
-            loss = F.mse_loss(prediction.float(), _target(scheduler, x0, noise, alpha))
+            target = _target(scheduler, x0, noise, alpha)
+            if use_prior:
+                n = len(rows)
+                loss = (F.mse_loss(prediction[:n].float(), target[:n])
+                        + params.prior_weight * F.mse_loss(prediction[n:].float(), target[n:]))
+            else:
+                loss = F.mse_loss(prediction.float(), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -213,6 +243,9 @@ def save_adapter(state_dict: dict[str, torch.Tensor], folder: Path) -> Path:
     return Path(folder) / LORA_FILE
 
 
-def load_adapter(pipe, folder: Path) -> None:
-    """Load a saved adapter into a generator through diffusers' `load_lora_weights`."""
+def load_adapter(pipe, folder: Path, scale: float = 1.0) -> None:
+    """Load a saved adapter into a generator through diffusers' `load_lora_weights`, at `scale`
+    (peft's adapter weight: 0 samples as the base generator, 1 as trained)."""
     pipe.load_lora_weights(str(folder), weight_name=LORA_FILE, adapter_name=ADAPTER_NAME)
+    if scale != 1.0:
+        pipe.unet.set_adapters([ADAPTER_NAME], weights=[scale])

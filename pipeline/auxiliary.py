@@ -10,15 +10,25 @@ Kept images (`auxiliary.keep`): the K synthetic features nearest (cosine) to the
 drops the generator's off-class outliers (AiR generates M per class and keeps ~120); `null` keeps all.
 Classes without synthetic images get a zero row and therefore a uniform share of the auxiliary vote
 rather than a made-up direction.
+
+Which synthetic images count (`synthetic_selection`): with `auxiliary.filter: fidelity`, only those
+the frozen CLIP's zero-shot classifier assigns to their prompt class (a class left with fewer than
+`MIN_KEPT` keeps its most text-probable ones), then `keep`'s K nearest; the same set builds the
+classifier and feeds AiR's synthetic loss.
+
+The temperature `auto` calibrates the two posteriors AiR fuses, without labels: τ is set so that
+the auxiliary posterior's mean entropy over the pool equals the text posterior's at CLIP's own logit
+scale. With a fixed τ the sharper posterior decides nearly every disagreement, whichever is right.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.pseudolabels import softmax
+from pipeline.pseudolabels import softmax, text_posterior
 
 SCORES = ("prototype", "mean_similarity")
+MIN_KEPT = 4        # the fidelity filter leaves every class at least this many images (its most text-probable)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -49,6 +59,58 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, n_classes: int, k
     return rows
 
 
-def auxiliary_posterior(image_features: np.ndarray, prototypes: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(τ · f(x) @ rowsᵀ) over the given class rows."""
-    return softmax(temperature * (image_features @ prototypes.T))
+def class_fidelity(features: np.ndarray, labels: np.ndarray, zero_shot_weights: np.ndarray
+                   ) -> tuple[float, np.ndarray]:
+    """Label-free: the share of synthetic images the frozen CLIP's zero-shot classifier assigns to the
+    class their prompt named, overall and per class (NaN for a class without images)."""
+    n_classes = len(zero_shot_weights)
+    if len(labels) == 0:
+        return float("nan"), np.full(n_classes, np.nan)
+    right = (features @ zero_shot_weights.T).argmax(axis=1) == labels
+    counts = np.bincount(labels, minlength=n_classes)
+    hits = np.bincount(labels, weights=right, minlength=n_classes)
+    per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    return float(right.mean()), per_class
+
+
+def synthetic_selection(features: np.ndarray, labels: np.ndarray, zero_shot_weights: np.ndarray,
+                        keep: int | None, fidelity_filter: bool) -> np.ndarray:
+    """Boolean mask over the synthetic images: the fidelity filter (if on), then the K nearest to
+    each class's mean among those left."""
+    mask = np.zeros(len(labels), dtype=bool)
+    probs = text_posterior(features, zero_shot_weights) if fidelity_filter and len(labels) else None
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if probs is not None:
+            own = probs[members, c]
+            faithful = members[probs[members].argmax(axis=1) == c]
+            floor = min(MIN_KEPT, len(members))
+            members = np.sort(faithful if len(faithful) >= floor else
+                              members[np.argsort(-own, kind="stable")[:floor]])
+        mask[members[kept_images(features[members], keep)]] = True
+    return mask
+
+
+def matched_temperature(scores: np.ndarray, target_entropy: float) -> float:
+    """The τ at which softmax(τ · scores) has the given mean row entropy (bisection in log τ; the
+    entropy falls monotonically with τ)."""
+    low, high = 1e-3, 1e5
+    for _ in range(60):
+        middle = float(np.sqrt(low * high))
+        probs = softmax(middle * scores)
+        entropy = float(-(probs * np.log(np.clip(probs, 1e-30, None))).sum(axis=1).mean())
+        low, high = (middle, high) if entropy > target_entropy else (low, middle)
+    return float(np.sqrt(low * high))
+
+
+def auxiliary_posterior(image_features: np.ndarray, prototypes: np.ndarray, temperature: float | str,
+                        p_text: np.ndarray | None = None) -> np.ndarray:
+    """softmax(τ · f(x) @ rowsᵀ) over the given class rows; τ = `auto` takes `matched_temperature`
+    against `p_text`, the text posterior it will be fused with."""
+    scores = image_features @ prototypes.T
+    if temperature == "auto":
+        if p_text is None:
+            raise ValueError("auxiliary.temperature auto needs the text posterior to match")
+        entropy = float(-(p_text * np.log(np.clip(p_text, 1e-30, None))).sum(axis=1).mean())
+        temperature = matched_temperature(scores, entropy)
+    return softmax(temperature * scores)

@@ -47,10 +47,10 @@ def domain_gap(synthetic: np.ndarray, real_train: np.ndarray, real_test: np.ndar
 
 
 def classifier_accuracies(features: np.ndarray, true_labels: np.ndarray, zero_shot_weights: np.ndarray,
-                          prototypes: np.ndarray, temperature: float, fusion_lambda: float) -> dict[str, float]:
+                          prototypes: np.ndarray, temperature: float | str, fusion_lambda: float) -> dict[str, float]:
     """Analysis only: how often the text, auxiliary and fused (AiR, λ) classifiers name the true class,
     i.e. whether closing the gap made the synthetic images useful."""
     p_text = text_posterior(features, zero_shot_weights)
-    p_aux = auxiliary_posterior(features, prototypes, temperature)
+    p_aux = auxiliary_posterior(features, prototypes, temperature, p_text)
     return {name: float((p.argmax(axis=1) == true_labels).mean())
             for name, p in (("text", p_text), ("auxiliary", p_aux), ("fused", fuse(p_text, p_aux, fusion_lambda)))}

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from pipeline.adaptation import LORA_FILE, load_adapter
@@ -88,9 +88,10 @@ def _looks_local(model: str) -> bool:
 
 
 def load_generator(model: str, device: torch.device, dtype: torch.dtype,
-                   adapter: Path | None = None) -> DiffusionPipeline:
+                   adapter: Path | None = None, adapter_scale: float = 1.0) -> DiffusionPipeline:
     """Load a text-to-image pipeline: `tiny-random`, the demo world's generator folder, a local
-    diffusers folder, or a hub id; with `adapter`, the LoRA weights the `adapt` stage saved there."""
+    diffusers folder, or a hub id; with `adapter`, the LoRA weights the `adapt` stage saved there,
+    applied at `adapter_scale`."""
     fix = ("set generate.model to a local diffusers directory (one with model_index.json), go online once so "
            f"the hub id is cached, or use generate.model: {TINY_RANDOM} for a smoke run")
     if model == TINY_RANDOM:
@@ -110,7 +111,7 @@ def load_generator(model: str, device: torch.device, dtype: torch.dtype,
             raise PipelineError(f"could not load generate.model={model!r}: {reason}. To fix: {fix}") from None
     pipe = pipe.to(device)
     if adapter is not None:
-        load_adapter(pipe, adapter)
+        load_adapter(pipe, adapter, adapter_scale)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -142,6 +143,8 @@ def _cache_key(params: GenerateParams, class_names: list[str], seed: int, dtype:
     }
     if adapter is not None:
         identity["adapter"] = file_digest(Path(adapter) / LORA_FILE).hexdigest()
+        if params.adapter_scale != 1.0:  # keys made before the scale existed stay valid at 1
+            identity["adapter_scale"] = params.adapter_scale
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,9 +173,10 @@ class ShardGenerator:
 
     def pipe(self) -> DiffusionPipeline:
         if self._pipe is None:
-            identity = (self.params.model, str(self.device), str(self.dtype), str(self.adapter))
+            scale = self.params.adapter_scale
+            identity = (self.params.model, str(self.device), str(self.dtype), str(self.adapter), scale)
             self._pipe = worker_model(identity, lambda: load_generator(self.params.model, self.device,
-                                                                       self.dtype, self.adapter))
+                                                                       self.dtype, self.adapter, scale))
         return self._pipe
 
     def __call__(self, jobs: list[_Job], report: Callable[[int], None] | None = None) -> pd.DataFrame:
@@ -307,25 +311,38 @@ def read_planned_synthetic(out_dir: Path, params: GenerateParams, class_names: l
     return frame
 
 
+def _framed(image: Image.Image, faithful: bool) -> Image.Image:
+    """The image with a 1-px frame: green when the CLIP assigns it to its class, red when not."""
+    framed = image.convert("RGB")
+    ImageDraw.Draw(framed).rectangle([0, 0, framed.width - 1, framed.height - 1],
+                                     outline=(40, 190, 60) if faithful else (220, 30, 30))
+    return framed
+
+
 def contact_sheet(out_dir: Path, png_path: Path, max_classes: int, images_per_class: int,
-                  target: pd.DataFrame | None = None) -> None:
+                  target: pd.DataFrame | None = None, faithful: dict[str, bool] | None = None,
+                  fidelity: dict[int, float] | None = None) -> None:
     """A PNG grid to eyeball what the generator made: one row per class, its first images, labelled.
     With `target` (rows with `label`, `path`/`image`), each class's row of synthetic images is followed
-    by a row of its target images, to see the domain gap at a glance."""
+    by a row of its target images, to see the domain gap at a glance. With `faithful` (synthetic id →
+    whether the CLIP assigns it to its class) each synthetic image is framed green or red, and with
+    `fidelity` (class → share) the row's label gives the class's share."""
     rows: dict[int, tuple[str, list[Image.Image]]] = {}
     for path in sorted(Path(out_dir).glob(SHARD_GLOB)):
-        frame = read_table(path, columns=["label", "class_name", "image"])[0]
-        for label, name, data in frame.itertuples(index=False):
+        frame = read_table(path, columns=["id", "label", "class_name", "image"])[0]
+        for image_id, label, name, data in frame.itertuples(index=False):
             if label not in rows and len(rows) < max_classes:
                 rows[label] = (name, [])
             if label in rows and len(rows[label][1]) < images_per_class:
-                rows[label][1].append(Image.open(io.BytesIO(data)))
+                image = Image.open(io.BytesIO(data))
+                rows[label][1].append(image if faithful is None else _framed(image, faithful[image_id]))
     if target is None:
         class_grid(list(rows.values()), png_path, "no synthetic images")
         return
     paired = []
     for label, (name, images) in rows.items():
         members = target[target["label"] == label].head(images_per_class)
-        paired += [(f"{name} (synthetic)", images),
+        share = "" if fidelity is None else f", {100 * fidelity[label]:.0f}%"
+        paired += [(f"{name} (syn{share})", images),
                    (f"{name} (target)", [open_image(p, d) for p, d in zip(members["path"], members["image"])])]
     class_grid(paired, png_path, "no synthetic images")

@@ -8,7 +8,9 @@ Every combination is checked against the params schema before anything is queued
 meaning under a paradigm (pll outside `candidates`) is skipped with a note, and a method that
 trains nothing (zeroshot) runs for the first seed only. A combination already run (an experiment with exactly
 these params) is not queued again, so an interrupted matrix resumes where it stopped. `--table-only`
-prints the table of what has run.
+prints the table of what has run. `--study-seeds` makes each seed a study seed: it sets everything
+random (`seed`, `adapt.seed`, `generate.seed`, `dataset.demo.seed`: the world too), so every method
+runs for every seed.
 """
 
 from __future__ import annotations
@@ -51,10 +53,14 @@ def _pairs(items: list[str], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+STUDY_SEED_KEYS = ("seed", "adapt.seed", "generate.seed", "dataset.demo.seed")
+
+
 def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int], grid: list[tuple[str, list[str]]],
-         fixed: list[tuple[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+         fixed: list[tuple[str, str]], study_seeds: bool = False) -> tuple[list[dict[str, str]], list[str]]:
     """The combinations to run, each as {key: value as typed on a `-S`}, and notes on those skipped.
-    Each is validated as params.yaml would be after its assignments."""
+    Each is validated as params.yaml would be after its assignments. With `study_seeds` a seed sets
+    every key of STUDY_SEED_KEYS."""
     from pipeline.methods import registry
 
     combos, notes, untrained = [], [], set()
@@ -68,15 +74,15 @@ def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int],
         trains = cls is None or cls.trains
         if not trains:
             untrained.add(method)
-        for seed in seeds if trains else seeds[:1]:
-            combo = {**dict(fixed), **dict(zip(grid_keys, values)), "method": method, "paradigm": paradigm,
-                     "seed": str(seed)}
+        for seed in seeds if trains or study_seeds else seeds[:1]:
+            seeded = {key: str(seed) for key in (STUDY_SEED_KEYS if study_seeds else ("seed",))}
+            combo = {**dict(fixed), **dict(zip(grid_keys, values)), "method": method, "paradigm": paradigm, **seeded}
             data = json.loads(json.dumps(base))
             for key, value in combo.items():
                 _assign(data, key, yaml.safe_load(value))
             parse_params(data, "params.yaml with " + " ".join(f"{k}={v}" for k, v in combo.items()))
             combos.append(combo)
-    if untrained and len(seeds) > 1:
+    if untrained and len(seeds) > 1 and not study_seeds:
         notes.append(f"{', '.join(sorted(untrained))} runs for the first seed only: it trains nothing, so every "
                      "seed gives the same numbers")
     return combos, notes
@@ -136,6 +142,7 @@ def _split(value: str) -> list[str]:
 def main(methods: str = typer.Option("zeroshot,grip,air", help="comma-separated methods"),
          paradigms: str = typer.Option("ul,ssl,trzsl", help="comma-separated paradigms"),
          seeds: str = typer.Option("0,1,2", help="comma-separated seeds"),
+         study_seeds: bool = typer.Option(False, help="a seed sets seed, adapt.seed, generate.seed and dataset.demo.seed"),
          grid: list[str] = typer.Option([], help="KEY=V1,V2: one more axis, e.g. protocol=project,grip"),
          set_: list[str] = typer.Option([], "--set", help="KEY=VALUE for every experiment"),
          jobs: int = typer.Option(1, help="experiments at a time (`dvc queue start -j`)"),
@@ -148,7 +155,7 @@ def main(methods: str = typer.Option("zeroshot,grip,air", help="comma-separated 
         base = yaml.safe_load(params_file.read_text())
         axes = [(key, _split(values)) for key, values in _pairs(grid, "--grid")]
         combos, notes = plan(base, _split(methods), _split(paradigms), [int(s) for s in _split(seeds)], axes,
-                             _pairs(set_, "--set"))
+                             _pairs(set_, "--set"), study_seeds)
         for note in notes:
             log.info(note)
         if not table_only:

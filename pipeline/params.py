@@ -152,6 +152,7 @@ class GenerateParams(_Strict):
     guidance: float = Field(0.0, ge=0)
     batch_size: int = Field(8, ge=1)
     shard_size: int = Field(512, ge=1)
+    adapter_scale: float = Field(1.0, ge=0)  # the adapt stage's LoRA at sampling: 0 = the base generator, 1 = as trained
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     device: str = "auto"
     cache_dir: str = ".cache/generate"
@@ -188,6 +189,10 @@ class AdaptParams(_Strict):
     batch_size: int = Field(4, ge=1)
     resolution: int = Field(512, ge=8)
     seed: int = Field(0, ge=0)
+    # DreamBooth's prior preservation: class images from the unadapted generator, with their class
+    # captions, trained beside the target images so the adapter keeps each class prompt's class.
+    prior_weight: float = Field(0.0, ge=0)          # 0 = off; the prior batch's loss weight
+    prior_images_per_class: int = Field(8, ge=1)
     device: str = "auto"
 
 
@@ -211,8 +216,16 @@ class AuxiliaryParams(_Strict):
     """AiR's image-image classifier from synthetic features (pipeline/auxiliary.py)."""
 
     keep: Optional[int] = Field(None, ge=1)   # K synthetic images per class nearest the class mean; null = all
+    filter: Literal["none", "fidelity"] = "none"  # fidelity: keep the images the frozen CLIP assigns to their class
     score: Literal["prototype", "mean_similarity"] = "prototype"
-    temperature: float = Field(100.0, gt=0)
+    temperature: Union[Literal["auto"], float] = 100.0  # auto: matched to the text posterior's mean entropy
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError("temperature is a positive number, or auto")
+        return value
 
 
 class CplParams(_Strict):

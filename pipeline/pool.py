@@ -28,6 +28,7 @@ class Pool:
     images: Optional[np.ndarray] = None               # [N] rows of the pixel store (image-space training)
     synthetic_images: Optional[np.ndarray] = None     # [M] the same for the synthetic images
     frozen_features: Optional[np.ndarray] = None      # the frozen tower's `features`, once a round re-encoded them
+    synthetic_rows: Optional[np.ndarray] = None       # [M] their rows in the synthetic store (AiR's kept images)
 
     def images_of(self, rows: np.ndarray) -> Optional[np.ndarray]:
         return None if self.images is None else self.images[rows]

@@ -72,7 +72,11 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool, wi
     label sets are read only when asked for (the stage then declares them as DVC deps)."""
     train = workspace.split("train")
     manifest = workspace.manifest[train]
-    prototypes = load_tensors(paths.PROTOTYPES)[0]["prototypes"] if with_prototypes else None
+    prototypes, synthetic_rows = None, np.arange(len(workspace.synthetic_labels))
+    if with_prototypes:  # AiR: the synthetic images the auxiliary stage kept are those its loss sees
+        tensors = load_tensors(paths.PROTOTYPES)[0]
+        prototypes = tensors["prototypes"]
+        synthetic_rows = np.flatnonzero(tensors["synthetic_kept"].astype(bool))
     candidate_sets = None
     if with_candidate_sets:
         table, _ = read_table(paths.CANDIDATE_SETS)
@@ -83,8 +87,9 @@ def training_pool(workspace: Workspace, paradigm: str, with_prototypes: bool, wi
         labeled=manifest["labeled"].to_numpy(dtype=bool),
         allowed_classes=pseudo_label_classes(workspace.manifest, len(workspace.class_names), paradigm),
         n_classes=len(workspace.class_names),
-        synthetic_features=workspace.synthetic,
-        synthetic_labels=workspace.synthetic_labels,
+        synthetic_features=workspace.synthetic[synthetic_rows],
+        synthetic_labels=workspace.synthetic_labels[synthetic_rows],
+        synthetic_rows=synthetic_rows,
         prototypes=prototypes,
         candidate_sets=candidate_sets,
         zero_shot_weights=workspace.zero_shot_weights,
@@ -109,7 +114,8 @@ def training_images(pool: Pool, spec: PixelSpec, generate: GenerateParams, class
 
         frame = read_planned_synthetic(paths.SYNTHETIC, generate, class_names)
         synthetic = pixel_cache(frame, spec, paths.shared_root() / paths.PIXEL_CACHE, "synthetic images")
-    pool.synthetic_images = len(store) + np.arange(len(synthetic))
+    pool.synthetic_images = len(store) + (np.arange(len(synthetic)) if pool.synthetic_rows is None
+                                          else pool.synthetic_rows)
     return np.concatenate([store, synthetic])
 
 

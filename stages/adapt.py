@@ -4,6 +4,11 @@ Disabled (`adapt.enabled: false`), it writes only `adapter.json` saying so, and 
 generator as it is, with the same cache key as if this stage did not exist. For a method that reads no
 synthetic images (`Method.reads_synthetic_images`) it writes the same file, marked `unused`, and trains
 nothing; `check` records that decision in `generator.json`, so switching back to AiR finds DVC's run cache.
+
+Enabled, it first makes `adapt.prior_images_per_class` class images per class with the unadapted
+generator (`data/adapter/prior`, the first images an unadapted `generate` would make): the class set of
+prior preservation (`adapt.prior_weight`), and what `diagnose` compares the adapted images' class
+fidelity with.
 """
 
 import os
@@ -16,10 +21,10 @@ import typer
 from dvclive import Live
 
 from pipeline import paths
-from pipeline.adaptation import LORA_FILE, adapt_generator, save_adapter, target_training_images
-from pipeline.artifacts import read_table, write_json
+from pipeline.adaptation import LORA_FILE, adapt_generator, prior_images, save_adapter, target_training_images
+from pipeline.artifacts import read_json, read_table, write_json
 from pipeline.devices import resolve_device, resolve_dtype
-from pipeline.generation import load_generator
+from pipeline.generation import generate_synthetic, load_generator, read_synthetic
 from pipeline.params import load_params
 from pipeline.workspace import load_workspace
 from stages._cli import stage
@@ -47,6 +52,13 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             data = target_training_images(params, manifest, workspace)
             log.info("adapting %s on %d target training images (%s captions)", params.generate.model, len(data),
                      settings.captions)
+            prior_plan = params.generate.model_copy(update={"images_per_class": settings.prior_images_per_class})
+            generate_synthetic(prior_plan, read_json(paths.CLASSES), params.generate.seed, paths.ADAPTER_PRIOR,
+                               compute=params.compute)
+            prior = prior_images(read_synthetic(paths.ADAPTER_PRIOR))
+            if settings.prior_weight > 0:
+                log.info("prior preservation: %d unadapted class images at weight %g", len(prior),
+                         settings.prior_weight)
             device = resolve_device(settings.device, "adapt.device")
             pipe = load_generator(params.generate.model, device, resolve_dtype(params.generate.dtype, device))
 
@@ -55,14 +67,15 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
                 live.next_step()
 
             started = time.perf_counter()
-            state = adapt_generator(pipe, data, settings, device, on_step)
+            state = adapt_generator(pipe, data, settings, device, on_step, prior=prior)
             seconds = time.perf_counter() - started
         with tempfile.TemporaryDirectory(dir=paths.ADAPTER.parent) as scratch:  # a crash leaves no half-written file
             paths.ADAPTER.mkdir(parents=True, exist_ok=True)
             os.replace(save_adapter(state, Path(scratch)), paths.ADAPTER / LORA_FILE)
         log.info("adapter trained in %.1f s", seconds)
         write_json(paths.ADAPTER_INFO, {"enabled": True, "captions": settings.captions, "images": len(data),
-                                        "caption_accuracy": data.true_accuracy})
+                                        "caption_accuracy": data.true_accuracy, "prior_images": len(prior),
+                                        "prior_weight": settings.prior_weight})
 
 
 if __name__ == "__main__":

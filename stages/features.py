@@ -14,7 +14,7 @@ from pipeline.artifacts import read_json, read_table, write_table
 from pipeline.compute import execution_device
 from pipeline.devices import resolve_device
 from pipeline.features import encode_image_shards, encode_prompts
-from pipeline.generation import read_planned_synthetic
+from pipeline.generation import read_planned_synthetic, read_synthetic
 from pipeline.models import load_clip
 from pipeline.params import load_params
 from pipeline.paths import shared_root
@@ -53,12 +53,14 @@ def real(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
 
 @app.command()
 def synthetic(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    """The generated class images."""
+    """The generated class images, and the unadapted generator's sample `adapt` made (none when it
+    trained no adapter)."""
     with stage("features synthetic", all_gpus=True) as log:
         params = load_params(params_file)
         frame = read_planned_synthetic(paths.SYNTHETIC, params.synthetic_plan(), read_json(paths.CLASSES))
         log.info("encoding %d synthetic images with %s (%s)", len(frame), params.clip.arch, params.clip.pretrained)
         _write_images(paths.SYNTHETIC_FEATURES, frame, params, "synthetic images")
+        _write_images(paths.PRIOR_FEATURES, read_synthetic(paths.ADAPTER_PRIOR), params, "unadapted sample")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,39 @@ def test_pseudolabel_captions_keep_the_k_most_confident_per_class_and_given_labe
     assert b"png6" not in ssl.images
     domain = target_training_images(params.model_copy(update={"adapt": AdaptParams(captions="domain")}), manifest, None)
     assert domain.captions == ["a photo"] * 6 and b"png6" not in domain.images
+
+
+def test_prior_preservation_off_is_bit_identical_and_on_trains_on_the_class_images():
+    prior = TrainingImages([None] * 4, _images(4).images, ["a photo of a cat", "a photo of a dog"] * 2)
+    plain = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS, torch.device("cpu"), progress=False)
+    off = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS, torch.device("cpu"), progress=False,
+                          prior=prior)  # prior_weight 0: the class images are not drawn at all
+    assert all(torch.equal(plain[k], off[k]) for k in plain)
+    losses = []
+    on = adapt_generator(build_tiny_diffusion(seed=0), _images(4), SETTINGS.model_copy(update={"prior_weight": 1.0}),
+                         torch.device("cpu"), progress=False, prior=prior, on_step=lambda step, loss: losses.append(loss))
+    assert len(losses) == SETTINGS.steps and any(not torch.equal(plain[k], on[k]) for k in plain)
+
+
+def test_adapter_scale_zero_samples_the_base_generator_and_one_the_adapter(tmp_path):
+    pipe = build_tiny_diffusion(seed=0)
+    base = _sample(pipe)
+    save_adapter(adapt_generator(pipe, _images(4), SETTINGS, torch.device("cpu"), progress=False), tmp_path)
+    adapted = _sample(pipe)
+    scaled = {}
+    for scale in (0.0, 0.5, 1.0):
+        fresh = build_tiny_diffusion(seed=0)
+        load_adapter(fresh, tmp_path, scale)
+        scaled[scale] = _sample(fresh)
+    np.testing.assert_allclose(scaled[0.0], base, atol=1e-6)
+    np.testing.assert_allclose(scaled[1.0], adapted, atol=1e-5)
+    half = np.abs(scaled[0.5] - base).max()
+    assert 1e-4 < half < np.abs(adapted - base).max()
+
+
+def test_cache_key_follows_the_adapter_scale_and_keeps_old_keys_at_one(tmp_path):
+    params = GenerateParams(model="tiny-random", images_per_class=2, size=32)
+    adapter = _write_adapter(tmp_path / "a", 0.1)
+    one = _cache_key(params, ["cat"], 0, torch.float32, adapter=adapter)
+    assert _cache_key(params.model_copy(update={"adapter_scale": 1.0}), ["cat"], 0, torch.float32, adapter=adapter) == one
+    assert _cache_key(params.model_copy(update={"adapter_scale": 0.5}), ["cat"], 0, torch.float32, adapter=adapter) != one

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import open_clip
 import pytest
 import torch
@@ -57,7 +58,7 @@ def recorder(monkeypatch, tiny_pipe):
     """Route generate_synthetic's model loading to a shared recording pipeline."""
     def install(fail_at: int | None = None) -> Recorder:
         rec = Recorder(tiny_pipe, fail_at)
-        monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None: rec)
+        monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None, adapter_scale=1.0: rec)
         return rec
     return install
 
@@ -201,6 +202,26 @@ def test_contact_sheet_grid(tmp_path, recorder):
         assert image.size == (LABEL_WIDTH + 3 * cell, 2 * cell)
 
 
+def test_contact_sheet_frames_each_image_by_whether_the_clip_keeps_its_class(tmp_path, recorder):
+    recorder()
+    out = tmp_path / "out"
+    generate_synthetic(_params(tmp_path / "cache"), CLASSES, seed=0, out_dir=out, progress=False)
+    frame = read_synthetic(out)
+    faithful = {image_id: index % 2 == 0 for index, image_id in enumerate(frame["id"])}
+    sheet = tmp_path / "sheet.png"
+    target = pd.DataFrame({"label": [0, 1], "path": [None, None], "image": list(frame["image"][:2])})
+    contact_sheet(out, sheet, max_classes=2, images_per_class=3, target=target, faithful=faithful,
+                  fidelity={0: 0.5, 1: 0.25})
+    cell = 64
+    with Image.open(sheet) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels.shape[0] == 4 * cell  # synthetic and target row per class
+    for column in range(3):  # the top-left pixel of each synthetic image of class 0 is its frame's colour
+        row_image = frame[frame["label"] == 0].iloc[column]
+        expected = (40, 190, 60) if faithful[row_image["id"]] else (220, 30, 30)
+        assert tuple(pixels[0, LABEL_WIDTH + column * cell]) == expected
+
+
 def test_tiny_clip_encodes():
     register_model_configs()
     register_model_configs()
@@ -251,7 +272,7 @@ def test_concurrent_writers_of_one_cache_end_with_identical_shards(tmp_path, tin
             calls.append(len(kwargs["prompt"]))
             return tiny_pipe(**kwargs)
 
-    monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None: pipe)
+    monkeypatch.setattr(generation, "load_generator", lambda model, device, dtype, adapter=None, adapter_scale=1.0: pipe)
     params = _params(tmp_path / "cache")
     summaries = {}
 

@@ -24,6 +24,15 @@ def test_plan_crosses_methods_paradigms_seeds_and_the_grid_skipping_what_has_no_
     assert any("pll under ul" in n for n in notes) and any("zeroshot runs for the first seed" in n for n in notes)
 
 
+def test_study_seeds_set_everything_random_and_run_every_method_for_every_seed():
+    combos, notes = plan(BASE, ["zeroshot", "air"], ["ul"], [0, 2], [("dataset.demo.preset", ["easy", "hard"])], [],
+                         study_seeds=True)
+    assert len(combos) == 2 * 2 * 2  # zero-shot too: a study seed changes the world it is measured in
+    for combo in combos:
+        assert {combo[key] for key in ("seed", "adapt.seed", "generate.seed", "dataset.demo.seed")} in ({"0"}, {"2"})
+    assert not any("first seed" in note for note in notes)
+
+
 def test_plan_refuses_an_invalid_combination_before_queueing_anything():
     with pytest.raises(PipelineError) as error:
         plan(BASE, ["grip"], ["ul"], [0], [("protocol", ["project", "gripp"])], [])

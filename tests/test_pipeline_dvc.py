@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -57,7 +58,7 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "data" / "demo", repo / "data" / "demo")
     set_params(repo, dataset__demo__images_per_class=8, dataset__demo__test_images_per_class=4,
                generate__images_per_class=4, generate__steps=2, pseudolabel__rounds=2, train__epochs=2,
-               adapt__steps=3, adapt__batch_size=4,
+               adapt__steps=3, adapt__batch_size=4, adapt__prior_images_per_class=2,
                clip__num_workers=0)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "test@example.invalid"], repo)
@@ -87,12 +88,19 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(repo):
     assert len(synthetic) == 24 * 4 and synthetic["id"].str.startswith("syn-").all()
     adapter = json.loads((repo / "data/adapter/adapter.json").read_text())
     assert adapter == {"enabled": True, "captions": "domain", "images": len(manifest.query("split == 'train'")),
-                       "caption_accuracy": None}
+                       "caption_accuracy": None, "prior_images": 24 * 2, "prior_weight": 0.0}
+    prior = pq.read_table(repo / "data/features/synthetic/prior.parquet").to_pandas()
+    assert len(prior) == 24 * 2 and prior["id"].tolist() == synthetic.groupby("label").head(2)["id"].tolist()
     assert (repo / "data/adapter/pytorch_lora_weights.safetensors").stat().st_size > 0
     diagnostics = json.loads((repo / "diagnostics.json").read_text())
     assert set(diagnostics["domain_gap"]) == {"cosine_mean", "cosine_median", "frechet", "frechet_floor"}
     assert diagnostics["domain_gap"]["frechet"] > 0
     assert set(diagnostics["train_pool_accuracy"]) == {"text", "auxiliary", "fused"}
+    fidelity = diagnostics["class_fidelity"]
+    assert fidelity["generator"] == "adapted" and fidelity["unadapted_images"] == 48
+    assert len(fidelity["per_class"]) == 24 and 0 <= fidelity["synthetic"] <= 1 and 0 <= fidelity["unadapted"] <= 1
+    # The overall share is the per-class shares' mean (4 images in every class).
+    assert fidelity["synthetic"] == pytest.approx(np.mean([c["synthetic"] for c in fidelity["per_class"].values()]))
     pseudo = pd.read_parquet(repo / "data/pseudolabels/pseudolabels.parquet")
     assert list(pseudo.columns) == ["id", "pseudo_label", "confidence", "candidates", "candidate_weights"]
     assert all(list(c) == [label] for c, label in zip(pseudo["candidates"], pseudo["pseudo_label"]))

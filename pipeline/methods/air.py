@@ -32,7 +32,7 @@ class AiR(Method):
             raise ValueError("method air needs the auxiliary stage's prototypes")
         p_text = super().posterior(pool, class_weights)
         p_aux = auxiliary_posterior(pool.features[pool.unlabeled], pool.prototypes[pool.allowed_classes],
-                                    self.params.auxiliary.temperature)
+                                    self.params.auxiliary.temperature, p_text)
         return fuse(p_text, p_aux, self.params.pseudolabel.fusion_lambda)
 
     def select(self, probs, round_index, previous, allowed_classes):
