@@ -50,6 +50,8 @@ GRID = {
     "unadapted": None,
     "domain": ("domain", 0.0, 1.0),
     "domain-scale0.5": ("domain", 0.0, 0.5),
+    "domain-prior0.1": ("domain", 0.1, 1.0),
+    "domain-prior0.3": ("domain", 0.3, 1.0),
     "domain-prior1": ("domain", 1.0, 1.0),
     "domain-prior1-scale0.5": ("domain", 1.0, 0.5),
     "pseudolabel": ("pseudolabel", 0.0, 1.0),

@@ -1,0 +1,58 @@
+"""The suite-of-worlds study script: every planned run is a valid params.yaml, study seeds set every
+random key, and the page's paired differences are computed per seed from the record."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import worlds_study  # noqa: E402
+from pipeline.matrix import _assign  # noqa: E402
+from pipeline.params import parse_params  # noqa: E402
+
+
+def test_every_cell_is_a_valid_run_with_one_study_seed_and_none_repeats():
+    cells = worlds_study.cells()
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for cell in cells:
+        data = json.loads(json.dumps(base))
+        for key, value in cell["overrides"].items():
+            _assign(data, key, value)
+        params = parse_params(data)
+        seed = cell["seed"]
+        assert (params.seed, params.adapt.seed, params.generate.seed, params.dataset.demo.seed) == (seed,) * 4
+        assert params.dataset.demo.preset == cell["world"]
+        assert params.train.epochs == 50 and params.pseudolabel.rounds == 10  # the recipe, never cut
+    assert len({worlds_study.run_key(c) for c in cells}) == len(cells)
+    ul = [c for c in cells if c["group"] == "ul"]
+    assert len(ul) == len(worlds_study.METHODS) * 3 * 3
+    assert cells[0]["world"] == "default"  # the most important cells first
+
+
+def test_report_pairs_seeds_and_flags_the_fusion_margin(tmp_path, monkeypatch):
+    rows = []
+    accuracy = {"air_grip": [0.50, 0.46], "air_grip_unadapted": [0.47, 0.47], "grip": [0.44, 0.45]}
+    for name, values in accuracy.items():
+        for seed, value in enumerate(values):
+            rows.append({"group": "ul", "cell": name, "world": "default", "seed": seed, "commit": "abcdef0",
+                         "overrides": {}, "metrics": {"accuracy": value},
+                         "diagnostics": {"fidelity": 0.5, "fidelity_unadapted": 0.98, "frechet": 0.1,
+                                         "train_pool_accuracy": {"text": 0.34, "auxiliary": 0.40, "fused": 0.38}}})
+    record = tmp_path / "runs.jsonl"
+    record.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setattr(worlds_study, "RECORD", record)
+    worlds_study.report(tmp_path / "worlds.md", tmp_path / "worlds.png")
+    page = (tmp_path / "worlds.md").read_text()
+    # adapted - unadapted per seed: +3.0 and -1.0 -> mean +1.0, sample std 2.83
+    assert "| air_grip − air_grip_unadapted | – | +1.0 ± 2.8 [+3.0, -1.0] | – |" in page
+    # fused - max(text, aux) = 38 - 40 = -2.0 on every run
+    assert "-2.0 ± 0.0 (n=2)" in page
+    assert (tmp_path / "worlds.png").stat().st_size > 0
+    assert pytest.approx(48.0) == 100 * sum(accuracy["air_grip"]) / 2
