@@ -59,14 +59,19 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, n_classes: int, k
     return rows
 
 
+def faithful(features: np.ndarray, labels: np.ndarray, zero_shot_weights: np.ndarray) -> np.ndarray:
+    """Per synthetic image: whether the frozen CLIP's zero-shot classifier assigns it to the class its
+    prompt named (label-free)."""
+    return (features @ zero_shot_weights.T).argmax(axis=1) == labels
+
+
 def class_fidelity(features: np.ndarray, labels: np.ndarray, zero_shot_weights: np.ndarray
                    ) -> tuple[float, np.ndarray]:
-    """Label-free: the share of synthetic images the frozen CLIP's zero-shot classifier assigns to the
-    class their prompt named, overall and per class (NaN for a class without images)."""
+    """The share of `faithful` synthetic images, overall and per class (NaN for a class without images)."""
     n_classes = len(zero_shot_weights)
     if len(labels) == 0:
         return float("nan"), np.full(n_classes, np.nan)
-    right = (features @ zero_shot_weights.T).argmax(axis=1) == labels
+    right = faithful(features, labels, zero_shot_weights)
     counts = np.bincount(labels, minlength=n_classes)
     hits = np.bincount(labels, weights=right, minlength=n_classes)
     per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
@@ -78,17 +83,23 @@ def synthetic_selection(features: np.ndarray, labels: np.ndarray, zero_shot_weig
     """Boolean mask over the synthetic images: the fidelity filter (if on), then the K nearest to
     each class's mean among those left."""
     mask = np.zeros(len(labels), dtype=bool)
-    probs = text_posterior(features, zero_shot_weights) if fidelity_filter and len(labels) else None
+    if fidelity_filter and len(labels):
+        probs = text_posterior(features, zero_shot_weights)
+        right = faithful(features, labels, zero_shot_weights)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        if probs is not None:
-            own = probs[members, c]
-            faithful = members[probs[members].argmax(axis=1) == c]
+        if fidelity_filter:
             floor = min(MIN_KEPT, len(members))
-            members = np.sort(faithful if len(faithful) >= floor else
-                              members[np.argsort(-own, kind="stable")[:floor]])
+            kept = members[right[members]]
+            members = np.sort(kept if len(kept) >= floor else
+                              members[np.argsort(-probs[members, c], kind="stable")[:floor]])
         mask[members[kept_images(features[members], keep)]] = True
     return mask
+
+
+def mean_entropy(probs: np.ndarray) -> float:
+    """Mean row entropy (nats) of a posterior matrix."""
+    return float(-(probs * np.log(np.clip(probs, 1e-30, None))).sum(axis=1).mean())
 
 
 def matched_temperature(scores: np.ndarray, target_entropy: float) -> float:
@@ -97,9 +108,7 @@ def matched_temperature(scores: np.ndarray, target_entropy: float) -> float:
     low, high = 1e-3, 1e5
     for _ in range(60):
         middle = float(np.sqrt(low * high))
-        probs = softmax(middle * scores)
-        entropy = float(-(probs * np.log(np.clip(probs, 1e-30, None))).sum(axis=1).mean())
-        low, high = (middle, high) if entropy > target_entropy else (low, middle)
+        low, high = (middle, high) if mean_entropy(softmax(middle * scores)) > target_entropy else (low, middle)
     return float(np.sqrt(low * high))
 
 
@@ -111,6 +120,5 @@ def auxiliary_posterior(image_features: np.ndarray, prototypes: np.ndarray, temp
     if temperature == "auto":
         if p_text is None:
             raise ValueError("auxiliary.temperature auto needs the text posterior to match")
-        entropy = float(-(p_text * np.log(np.clip(p_text, 1e-30, None))).sum(axis=1).mean())
-        temperature = matched_temperature(scores, entropy)
+        temperature = matched_temperature(scores, mean_entropy(p_text))
     return softmax(temperature * scores)

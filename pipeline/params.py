@@ -6,6 +6,7 @@ the bad value and the allowed values, before any work starts.
 
 from __future__ import annotations
 
+import functools
 import string
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -53,9 +54,15 @@ WORLD_PRESETS_FILE = Path(__file__).resolve().parent / "demo" / "presets.yaml"
 WORLD_SHIFT_KNOBS = ("backgrounds", "distractors", "contrast", "noise", "blur", "radius")
 
 
+@functools.lru_cache(maxsize=1)
+def _presets_file() -> str:
+    return WORLD_PRESETS_FILE.read_text()
+
+
 def world_presets() -> dict[str, dict]:
-    """The demo world's presets (`pipeline/demo/presets.yaml`): a value for every shift knob."""
-    return yaml.safe_load(WORLD_PRESETS_FILE.read_text())
+    """The demo world's presets (`pipeline/demo/presets.yaml`): a value for every shift knob (the file
+    is read once per process; every call parses a fresh copy, so no caller shares a mutable value)."""
+    return yaml.safe_load(_presets_file())
 
 
 class WorldParams(_Strict):
@@ -433,6 +440,11 @@ class Params(_Strict):
         if self.reads_synthetic_images:
             return self.generate
         return self.generate.model_copy(update={"images_per_class": 0})
+
+    def prior_sample_plan(self) -> GenerateParams:
+        """The unadapted generator's class sample `adapt` makes: generate's first
+        `adapt.prior_images_per_class` images per class."""
+        return self.generate.model_copy(update={"images_per_class": self.adapt.prior_images_per_class})
 
     @model_validator(mode="after")
     def _synthetic_images_for_air(self) -> "Params":

@@ -22,7 +22,6 @@ rerun skips what exists. `--report` prints the table and the chosen setting.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -71,9 +70,9 @@ def _synthetic(params, setting, workspace, scratch: Path) -> tuple[np.ndarray, n
         captions, prior_weight, scale = setting
         settings = params.adapt.model_copy(update={"enabled": True, "captions": captions, "prior_weight": prior_weight})
         manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])
-        data = target_training_images(params.model_copy(update={"adapt": settings}), manifest, workspace)
-        prior_plan = params.generate.model_copy(update={"images_per_class": settings.prior_images_per_class})
-        generate_synthetic(prior_plan, workspace.class_names, params.generate.seed, scratch / "prior", progress=False)
+        run_params = params.model_copy(update={"adapt": settings})
+        data = target_training_images(run_params, manifest, workspace)
+        generate_synthetic(run_params.prior_sample_plan(), workspace.class_names, params.generate.seed, scratch / "prior", progress=False)
         pipe = load_generator(params.generate.model, device, torch.float32)
         started = time.perf_counter()
         state = adapt_generator(pipe, data, settings, device, progress=False,

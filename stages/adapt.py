@@ -52,8 +52,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             data = target_training_images(params, manifest, workspace)
             log.info("adapting %s on %d target training images (%s captions)", params.generate.model, len(data),
                      settings.captions)
-            prior_plan = params.generate.model_copy(update={"images_per_class": settings.prior_images_per_class})
-            generate_synthetic(prior_plan, read_json(paths.CLASSES), params.generate.seed, paths.ADAPTER_PRIOR,
+            generate_synthetic(params.prior_sample_plan(), read_json(paths.CLASSES), params.generate.seed, paths.ADAPTER_PRIOR,
                                compute=params.compute)
             prior = prior_images(read_synthetic(paths.ADAPTER_PRIOR))
             if settings.prior_weight > 0:

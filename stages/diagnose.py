@@ -11,7 +11,7 @@ import typer
 
 from pipeline import paths
 from pipeline.artifacts import load_tensors, read_json, read_table, write_json
-from pipeline.auxiliary import class_fidelity
+from pipeline.auxiliary import class_fidelity, faithful
 from pipeline.domain_gap import classifier_accuracies, domain_gap
 from pipeline.generation import contact_sheet
 from pipeline.params import load_params
@@ -53,10 +53,9 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
                  100 * accuracy["text"], 100 * accuracy["auxiliary"], 100 * accuracy["fused"])
         manifest, _ = read_table(paths.MANIFEST, columns=["split", "label", "path", "image"])
         synthetic_ids, _ = read_table(paths.SYNTHETIC_FEATURES, columns=["id"])
-        faithful = dict(zip(synthetic_ids["id"], (workspace.synthetic @ weights.T).argmax(axis=1)
-                            == workspace.synthetic_labels))
+        frames = dict(zip(synthetic_ids["id"], faithful(workspace.synthetic, workspace.synthetic_labels, weights)))
         contact_sheet(paths.SYNTHETIC, paths.GAP_SHEET, params.evaluate.sheet_classes, params.evaluate.sheet_images,
-                      target=manifest[manifest["split"] == "train"], faithful=faithful,
+                      target=manifest[manifest["split"] == "train"], faithful=frames,
                       fidelity=dict(enumerate(per_class)))
 
 
