@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False)
 
 
-def _assign(data: dict, key: str, value) -> None:
+def assign(data: dict, key: str, value) -> None:
+    """Set a dotted key (`dataset.demo.preset`) in a params mapping, as `-S key=value` does."""
     node = data
     *parents, leaf = key.split(".")
     for part in parents:
@@ -79,7 +80,7 @@ def plan(base: dict, methods: list[str], paradigms: list[str], seeds: list[int],
             combo = {**dict(fixed), **dict(zip(grid_keys, values)), "method": method, "paradigm": paradigm, **seeded}
             data = json.loads(json.dumps(base))
             for key, value in combo.items():
-                _assign(data, key, yaml.safe_load(value))
+                assign(data, key, yaml.safe_load(value))
             parse_params(data, "params.yaml with " + " ".join(f"{k}={v}" for k, v in combo.items()))
             combos.append(combo)
     if untrained and len(seeds) > 1 and not study_seeds:

@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.matrix import STUDY_SEED_KEYS, _assign  # noqa: E402
+from pipeline.matrix import STUDY_SEED_KEYS, assign  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
 
 RECORD = ROOT / "results" / "worlds" / "runs.jsonl"
@@ -125,7 +125,7 @@ def run_cell(cell: dict, commit: str) -> dict:
     work = _work_clone(commit)
     base = yaml.safe_load(_git("show", f"{commit}:params.yaml"))
     for key, value in cell["overrides"].items():
-        _assign(base, key, value)
+        assign(base, key, value)
     parse_params(base, f"cell {cell['cell']}")
     (work / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     bin_dir = Path(sys.executable).parent

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import worlds_study  # noqa: E402
-from pipeline.matrix import _assign  # noqa: E402
+from pipeline.matrix import assign  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def test_every_cell_is_a_valid_run_with_one_study_seed_and_none_repeats():
     for cell in cells:
         data = json.loads(json.dumps(base))
         for key, value in cell["overrides"].items():
-            _assign(data, key, value)
+            assign(data, key, value)
         params = parse_params(data)
         seed = cell["seed"]
         assert (params.seed, params.adapt.seed, params.generate.seed, params.dataset.demo.seed) == (seed,) * 4
