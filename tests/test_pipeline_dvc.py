@@ -200,6 +200,7 @@ def test_visual_prompts_train_on_images_and_evaluate_encodes_the_test_set_throug
 
     run(["dvc", "exp", "run", "-S", "paradigm=ul", "-S", "method=air", "-S", "train.ensemble=1"], repo)
     text = json.loads((repo / "metrics.json").read_text())
+    text_confusion = (repo / "plots/confusion.csv").read_text()
     assert not (repo / "data/train/visual.safetensors").exists()
     visual = run(["dvc", "exp", "run", "-S", "train.prompt=multimodal", "-S", "train.visual_adapter=true"], repo)
     assert ran(visual) == ["check", "train", "evaluate"]  # no stage before train reads the new keys
@@ -210,7 +211,9 @@ def test_visual_prompts_train_on_images_and_evaluate_encodes_the_test_set_throug
     prompt = load_file(str(repo / "data/train/prompt.safetensors"))
     assert prompt["ctx"].shape[0] == 1  # the multimodal text context is saved as a text prompt's
     metrics = json.loads((repo / "metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["accuracy"] != text["accuracy"]
+    # The test set went through the trained image side: its predictions changed (the accuracy alone can
+    # tie on 96 test images, as it did once the defaults changed in issue 25: 25 of 96 both times).
+    assert 0 <= metrics["accuracy"] <= 1 and (repo / "plots/confusion.csv").read_text() != text_confusion
     rounds = json.loads((repo / "data/train/rounds.json").read_text())
     assert rounds["image_side"] == {"tokens": 16, "kind": "auto", "padding": None, "adapter": True,
                                     "full_finetune": False}
