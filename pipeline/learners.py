@@ -26,6 +26,7 @@ from pipeline.params import Params, TrainParams
 from pipeline.pixels import PixelSpec, augment
 from pipeline.pool import Pool
 from pipeline.prompts import DualPromptLearner, PromptLearner, read_descriptions
+from pipeline.protocols import get_protocol
 from pipeline.visual import VisualLearner
 
 
@@ -194,10 +195,11 @@ def make_learner_factory(params: Params, clip, class_names: list[str], zero_shot
     train, coft = params.train, params.coft
     pixel_spec = PixelSpec.from_preprocess(clip.preprocess) if store is not None else None
     descriptions = read_descriptions(coft.descriptions_file, class_names) if coft.descriptions_file else None
+    context_from = get_protocol(params.protocol).context_from
 
     def prompt(seed: int, ctx_init: str, spec: LearnerSpec) -> PromptLearner:
         return PromptLearner(clip.model, clip.tokenizer, class_names, train.n_ctx, ctx_init, seed,
-                             descriptions if spec.descriptions else None).to(device)
+                             descriptions if spec.descriptions else None, context_from).to(device)
 
     def text(seed: int, spec: LearnerSpec) -> torch.nn.Module:
         if spec.prompt == "visual":

@@ -303,6 +303,7 @@ class TrainParams(_Strict):
     ensemble: int = Field(1, ge=1)
     pll_loss: str = "cc"      # partial-label loss of method pll (pipeline/partial_labels.py)
     lws_weight: float = Field(1.0, ge=0)   # LWS: weight of the non-candidate term
+    pll_numerics: Literal["exact", "reference"] = "exact"  # the losses' exact maths, or CoOpPLL's epsilons
     align: bool = False       # prompt alignment with the handcrafted prompt's posterior
     align_mix: float = Field(0.0, ge=0, le=1)  # share of the learnable prompt's posterior in the target
     # What trains besides the text context (pipeline/learners.py); anything but text prompts on a

@@ -13,6 +13,13 @@ paper's code uses them (Zhang et al. 2024, zhangzf01/CoOpPLL, `trainers/alg_PLL/
 - CAVL cross-entropy on the candidate with the largest class activation value `z |1 - z|` of the same
   step's logits (Zhang et al. 2022, stateless as in CoOpPLL).
 
+`numerics` picks how: "exact" (the default) is the mathematics above, computed so a row whose mass
+underflows keeps its exact value; "reference" is CoOpPLL's code to the epsilon (`trainers/alg_PLL/`,
+zhangzf01/CoOpPLL @ 959e426): CC `-log(Σ_S p + 1e-7)`; RC's update `c[rows] = p ⊙ S`, then *every* row
+divided by its sum + 1e-7; LWS `-log(p + 1e-8)` and `-log(1 - p + 1e-8)`, its update dividing by
+`Σ (p ⊙ S + 1e-8)` over all C columns (so the sum + C·1e-8); CAVL's argmax over all classes of
+`z |1 - z| ⊙ S` (a non-candidate's 0 wins when every candidate's is negative).
+
 PLCR and PiCO are not here: both need several augmented views of each image (PiCO also a momentum
 encoder), which a trainer on one cached feature per image cannot give faithfully.
 
@@ -46,9 +53,17 @@ def _normalise(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, values / torch.where(total > 0, total, torch.ones_like(total)), uniform)
 
 
+NUMERICS = ("exact", "reference")
+
+
 def cc_loss(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """CC: `-log Σ_j w_j p_j` (binary weights: the candidate set's probability)."""
     return candidate_loss(logits, weights)
+
+
+def cc_loss_reference(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """CoOpPLL's CC: `-log(Σ_j w_j p_j + 1e-7)` (at most 16.1 a row, no gradient once the mass underflows)."""
+    return -torch.log((F.softmax(logits, dim=1) * weights).sum(dim=1) + 1e-7).mean()
 
 
 def rc_loss(logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
@@ -70,9 +85,25 @@ def lws_loss(logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, no
     return (candidate + non_candidate_weight * others).mean()
 
 
+def lws_loss_reference(logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                       non_candidate_weight: float) -> torch.Tensor:
+    """CoOpPLL's LWS loss: `log(p + 1e-8)` and `log(1 - p + 1e-8)`."""
+    probs = F.softmax(logits, dim=1)
+    candidate = (weights * mask * -torch.log(probs + 1e-8)).sum() / len(logits)
+    others = (weights * (1 - mask) * -torch.log(1 - probs + 1e-8)).sum() / len(logits)
+    return candidate + non_candidate_weight * others
+
+
 def lws_weights(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """LWS's update: the posterior renormalised within the candidates plus within the others."""
     return _restricted_softmax(logits, mask) + _restricted_softmax(logits, 1 - mask)
+
+
+def lws_weights_reference(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CoOpPLL's `confidence_update_lw`: each part divided by `Σ_j (part_j + 1e-8)` over all C classes."""
+    probs = F.softmax(logits, dim=1)
+    inside, outside = probs * mask, probs * (1 - mask)
+    return inside / (inside + 1e-8).sum(dim=1, keepdim=True) + outside / (outside + 1e-8).sum(dim=1, keepdim=True)
 
 
 def cavl_targets(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -81,9 +112,15 @@ def cavl_targets(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return activation.masked_fill(mask == 0, float("-inf")).argmax(dim=1)
 
 
-def cavl_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def cavl_targets_reference(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CoOpPLL's CAVL target: argmax over every class of `z |1 - z| ⊙ S`."""
+    return (logits * (1 - logits).abs() * mask).argmax(dim=1)
+
+
+def cavl_loss(logits: torch.Tensor, mask: torch.Tensor, reference: bool = False) -> torch.Tensor:
     """CAVL: cross-entropy on `cavl_targets` of the same logits (detached)."""
-    return F.cross_entropy(logits, cavl_targets(logits.detach(), mask))
+    targets = (cavl_targets_reference if reference else cavl_targets)(logits.detach(), mask)
+    return F.cross_entropy(logits, targets)
 
 
 def alignment_target(teacher: torch.Tensor, learner: torch.Tensor, mask: torch.Tensor, mix: float) -> torch.Tensor:
@@ -110,9 +147,12 @@ class PartialLabelLoss:
 
     stateful = False
 
-    def __init__(self, weights: torch.Tensor, **options):
+    def __init__(self, weights: torch.Tensor, numerics: str = "exact", **options):
+        if numerics not in NUMERICS:
+            raise ValueError(f"unknown pll numerics {numerics!r}; choose one of: {', '.join(NUMERICS)}")
         self.weights = weights
         self.mask = (weights > 0).to(weights.dtype)
+        self.reference = numerics == "reference"
 
     def __call__(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -131,41 +171,46 @@ class PartialLabelLoss:
 
 class CC(PartialLabelLoss):
     def __call__(self, logits, rows):
-        return cc_loss(logits, self.weights[rows])
+        return (cc_loss_reference if self.reference else cc_loss)(logits, self.weights[rows])
 
 
 class RC(PartialLabelLoss):
     stateful = True
 
-    def __init__(self, weights, **options):
-        super().__init__(weights)
+    def __init__(self, weights, numerics: str = "exact", **options):
+        super().__init__(weights, numerics)
         self.confidence = _normalise(self.mask, self.mask)
 
     def __call__(self, logits, rows):
         return rc_loss(logits, self.confidence[rows])
 
     def update(self, logits, rows):
-        self.confidence[rows] = rc_confidence(logits, self.mask[rows])
+        if not self.reference:
+            self.confidence[rows] = rc_confidence(logits, self.mask[rows])
+            return
+        self.confidence[rows] = F.softmax(logits, dim=1) * self.mask[rows]
+        self.confidence /= self.confidence.sum(dim=1, keepdim=True) + 1e-7
 
 
 class LWS(PartialLabelLoss):
     stateful = True
 
-    def __init__(self, weights, non_candidate_weight: float = 1.0, **options):
-        super().__init__(weights)
+    def __init__(self, weights, non_candidate_weight: float = 1.0, numerics: str = "exact", **options):
+        super().__init__(weights, numerics)
         self.non_candidate_weight = non_candidate_weight
         self.confidence = torch.full_like(self.mask, 1.0 / self.mask.shape[1])
 
     def __call__(self, logits, rows):
-        return lws_loss(logits, self.mask[rows], self.confidence[rows], self.non_candidate_weight)
+        loss = lws_loss_reference if self.reference else lws_loss
+        return loss(logits, self.mask[rows], self.confidence[rows], self.non_candidate_weight)
 
     def update(self, logits, rows):
-        self.confidence[rows] = lws_weights(logits, self.mask[rows])
+        self.confidence[rows] = (lws_weights_reference if self.reference else lws_weights)(logits, self.mask[rows])
 
 
 class CAVL(PartialLabelLoss):
     def __call__(self, logits, rows):
-        return cavl_loss(logits, self.mask[rows])
+        return cavl_loss(logits, self.mask[rows], self.reference)
 
 
 class DualPrompt(PartialLabelLoss):
@@ -177,7 +222,7 @@ class DualPrompt(PartialLabelLoss):
     stateful = False
 
     def __init__(self, weights, negative_weight: float = 1.0, seed: int = 0, **options):
-        super().__init__(weights)
+        super().__init__(weights, options.get("numerics", "exact"))
         self.negative_weight = negative_weight
         self.generator = torch.Generator().manual_seed(seed)
 

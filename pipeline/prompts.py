@@ -30,17 +30,26 @@ class PromptLearner(torch.nn.Module):
     """Learnable shared context vectors; `forward()` returns L2-normalised class text features.
 
     With `descriptions` (one list of phrases per class, CoFT+'s class descriptions), each class is
-    the renormalised mean of `ctx {class}.` and `ctx {class}, {description}.` for each phrase."""
+    the renormalised mean of `ctx {class}.` and `ctx {class}, {description}.` for each phrase.
+
+    A `ctx_init` phrase sets n_ctx: its BPE token count (`context_from="tokens"`, every token of the
+    phrase learns), or CoOp's word count (`"words"`, trainers/coop.py: `len(ctx_init.split(" "))` after
+    "_" -> " "), where a phrase with more tokens than words ("itap of a": 4 tokens, 3 words) learns
+    its first n_ctx token embeddings and keeps the rest frozen, in front of the class name."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, class_names: list[str], n_ctx: int = 16,
-                 ctx_init: str = "", seed: int = 0, descriptions: list[list[str]] | None = None):
+                 ctx_init: str = "", seed: int = 0, descriptions: list[list[str]] | None = None,
+                 context_from: str = "tokens"):
         super().__init__()
         self.model = model
         embedding = model.token_embedding
         device = embedding.weight.device
         if ctx_init:
+            if context_from == "words":
+                ctx_init = ctx_init.replace("_", " ")
             init_tokens = tokenizer([ctx_init]).to(device)
-            n_ctx = int((init_tokens[0] > 0).sum()) - 2  # minus [SOS] and [EOS]
+            n_tokens = int((init_tokens[0] > 0).sum()) - 2  # minus [SOS] and [EOS]
+            n_ctx = min(len(ctx_init.split(" ")), n_tokens) if context_from == "words" else n_tokens
             with torch.no_grad():
                 ctx = embedding(init_tokens)[0, 1:1 + n_ctx].clone()
             prefix = ctx_init

@@ -31,6 +31,10 @@ class Protocol:
     schedule: Literal["step", "epoch"] = "step"  # LR factor per optimiser step, or per epoch (0 in epoch 0)
     clip_grad_norm: float | None = None         # gradient norm cap per step
     recipe: dict = field(default_factory=dict)  # train.* defaults
+    # The authors' exact rules (`docs/faithfulness.md`); the project keeps its own where they differ.
+    k_inner_floor: bool = False                 # K_t = floor(t · floor(|U|/R) / C), GRIP's and CPL's code
+    cpl_pools: Literal["exact", "reference"] = "exact"  # CPL's intra boundary and pool ties (pseudolabels.py)
+    context_from: Literal["tokens", "words"] = "tokens"  # n_ctx of a ctx_init phrase: BPE tokens or CoOp's words
     templates: tuple[str, ...] = ("a photo of a {}.",)
 
     HOLDOUT_SEED = 0        # GRIP's validation_seed: the held-out rows do not move with the run's seed
@@ -89,7 +93,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
         name="grip",
         reference="BatsResearch/menghini-neurips23-code (utils/prepare_data.py, methods/main_*.py, "
                   "methods/*/textual_fpl.py, methods_config/grip_textual_config.yml)",
-        class_draw="legacy", batching="grip", holdout=0.2, schedule="epoch",
+        class_draw="legacy", batching="grip", holdout=0.2, schedule="epoch", k_inner_floor=True,
+        context_from="words",
         recipe=dict(n_ctx=16, ctx_init="", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.1,
                     epochs=150, warmup_epochs=5, batch_size=16,
                     augment="crop_flip", crop_scale=[0.08, 1.0]),  # visual prompts: random resized crop + flip
@@ -99,6 +104,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
         name="cpl",
         reference="vanillaer/CPL-ICML2024 (methods/*_new/textual_PL.py, scripts/run-textPT_ALL.sh)",
         class_draw="legacy", batching="cpl", holdout=0.0, schedule="epoch", clip_grad_norm=0.8,
+        k_inner_floor=True, cpl_pools="reference", context_from="words",
         recipe=dict(n_ctx=16, ctx_init="", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=0.05,
                     epochs=50, warmup_epochs=2, batch_size=64,
                     augment="crop_flip", crop_scale=[0.08, 1.0]),  # visual prompts: random resized crop + flip

@@ -90,32 +90,42 @@ def select_balanced_by_sorting(probs: np.ndarray, k: int) -> Candidates:
     return _single(probs, rows, taken[rows])
 
 
-def grip_k(round_index: int, n_unlabeled: int, n_classes: int, rounds: int) -> int:
-    """GRIP's schedule: round t of R takes K_t = floor(t · (|U| / R) / C), capped at floor(|U| / C)."""
-    return min(int(round_index * (n_unlabeled / rounds) / n_classes), n_unlabeled // n_classes)
+def grip_k(round_index: int, n_unlabeled: int, n_classes: int, rounds: int, inner_floor: bool = False) -> int:
+    """GRIP's schedule: round t of R takes K_t = floor(t · (|U| / R) / C), capped at floor(|U| / C).
+    `inner_floor` is the form GRIP's and CPL's training_strategies.py run, floor(t · floor(|U| / R) / C):
+    on FGVC-Aircraft (|U| = 6,667, C = 100) rounds 3/6/9 take 19/39/59 instead of 20/40/60."""
+    share = n_unlabeled // rounds if inner_floor else n_unlabeled / rounds
+    return min(int(round_index * share / n_classes), n_unlabeled // n_classes)
 
 
 # --- CPL: candidate pseudo-labels (vanillaer/CPL-ICML2024, utils/clip_pseudolabels.py) -------------
 
-def intra_instance_sets(probs: np.ndarray, alpha: float) -> np.ndarray:
+def intra_instance_sets(probs: np.ndarray, alpha: float, exact_boundary: bool = False) -> np.ndarray:
     """Per image, classes in descending posterior until their cumulative sum first exceeds τ₁, the
     α-quantile over images of the top posterior. The top class is always in. Returns a bool mask.
+
+    `exact_boundary` (the reference protocols) keeps the class after an image whose top posterior is
+    τ₁ itself, as the authors' `cumsum > τ₁` does: τ₁ is that data point exactly when (N − 1)·α is
+    an integer (`quantile_exact`) and the mass before a class is the running sum up to the class
+    above, not `cumsum − p`, which in floating point can land above τ₁ and drop it.
 
     A chunk of rows at a time, each ranked only PREFERENCE_WIDTH classes deep unless its set reaches
     that deep: the same sums, so the same mask, and the mask is the only N x C array."""
     n, c = probs.shape
-    tau = float(np.quantile(probs.max(axis=1), alpha))
+    top = probs.max(axis=1)
+    tau = quantile_exact(top, alpha) if exact_boundary else float(np.quantile(top, alpha))
+    kept_by_mass = _kept_by_running_mass if exact_boundary else _kept_by_mass
     width = min(PREFERENCE_WIDTH, c)
     mask = np.zeros(probs.shape, dtype=bool)
     for rows in _chunks(n, c):
         chunk, block = probs[rows], mask[rows]
         order = _first_columns(-chunk, width)
-        keep = _kept_by_mass(np.take_along_axis(chunk, order, axis=1), tau)
+        keep = kept_by_mass(np.take_along_axis(chunk, order, axis=1), tau)
         np.put_along_axis(block, order, keep, axis=1)
         if width < c:                                     # sets that may reach deeper: rank those rows fully
             deeper = np.flatnonzero(keep[:, -1])
             order = np.argsort(-chunk[deeper], axis=1, kind="stable")
-            keep = _kept_by_mass(np.take_along_axis(chunk[deeper], order, axis=1), tau)
+            keep = kept_by_mass(np.take_along_axis(chunk[deeper], order, axis=1), tau)
             sets = np.zeros(keep.shape, dtype=bool)
             np.put_along_axis(sets, order, keep, axis=1)
             block[deeper] = sets
@@ -128,6 +138,24 @@ def _kept_by_mass(sorted_probs: np.ndarray, tau: float) -> np.ndarray:
     keep = before <= tau
     keep[:, 0] = True
     return keep
+
+
+def _kept_by_running_mass(sorted_probs: np.ndarray, tau: float) -> np.ndarray:
+    """`_kept_by_mass` with the mass above a class read off the running sum at the class above it."""
+    running = np.cumsum(sorted_probs, axis=1)
+    keep = np.ones(sorted_probs.shape, dtype=bool)
+    keep[:, 1:] = running[:, :-1] <= tau
+    return keep
+
+
+def quantile_exact(values: np.ndarray, q: float) -> float:
+    """numpy's linear quantile, except that where (N − 1)·q is an integer up to rounding it is that
+    order statistic itself (np.quantile can return it an ulp off, torch.quantile in float32 too)."""
+    position = (len(values) - 1) * q
+    nearest = round(position)
+    if abs(position - nearest) <= 1e-9 * max(1.0, position):
+        return float(np.partition(values, nearest)[nearest])
+    return float(np.quantile(values, q))
 
 
 def inter_instance_sets(probs: np.ndarray, beta: float) -> np.ndarray:
@@ -222,6 +250,59 @@ def assign_to_pools(probs: np.ndarray, mask: np.ndarray | None, caps: np.ndarray
     return assigned
 
 
+def assign_to_pools_reference(probs: np.ndarray, mask: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """CPL's pools as the authors' `_fill_pools` and `ClassPool.update` run them (vanillaer/CPL-ICML2024
+    utils/clip_pseudolabels.py, utils/utils.py), ties included: each image lists its candidates by
+    descending float32 p (the lower class first on a tie, as `torch.max`), keyed by float32 `1 − p`
+    (which merges p closer than ~6e-8) and never placed where p < 1e-7. Round after round every
+    image outside the pools and not out of candidates proposes its next one, classes in ascending
+    order and images in ascending order within a class; a pool with room takes it, a full pool
+    replaces its first slot holding the largest key only if the newcomer's key is smaller, so on a
+    tie the incumbent stays. Returns the class of each image, -1 if it has none.
+
+    Their result depends on the proposal order only through ties, and this order is theirs; it is a
+    Python loop over proposals, meant for the reference protocols' pools, not a million images."""
+    n, c = probs.shape
+    assigned = np.full(n, -1, dtype=np.int64)
+    p32 = probs.astype(np.float32)
+    row, column = np.nonzero(mask)
+    order = np.lexsort((column, -p32[row, column], row))       # per image: p descending, class ascending
+    row, column = row[order], column[order]
+    key = (np.float32(1) - p32[row, column]).astype(np.float32)
+    key[p32[row, column] < 1e-7] = np.inf                        # the authors' eps: never placed
+    n_candidates = np.bincount(row, minlength=n)
+    start = np.concatenate([[0], np.cumsum(n_candidates)[:-1]])
+    asked = np.zeros(n, dtype=np.int64)
+    slots_image: list[list[int]] = [[] for _ in range(c)]
+    slots_key: list[list[float]] = [[] for _ in range(c)]
+    in_pool = np.zeros(n, dtype=bool)
+    out = n_candidates == 0                                      # CPL drops empty sets beforehand
+    while True:
+        active = np.flatnonzero(~in_pool & ~out)
+        if not len(active):
+            break
+        at = start[active] + asked[active]
+        asked[active] += 1
+        labels, keys = column[at], key[at]
+        for index in np.lexsort((active, labels)):               # classes ascending, images ascending
+            label, image, value = int(labels[index]), int(active[index]), float(keys[index])
+            held_image, held_key = slots_image[label], slots_key[label]
+            if len(held_image) < caps[label]:
+                if value < 1e4:
+                    held_image.append(image)
+                    held_key.append(value)
+            elif held_key and max(held_key) > value:
+                slot = held_key.index(max(held_key))             # the first slot holding the largest key
+                held_image[slot], held_key[slot] = image, value
+        in_pool[:] = False
+        for label, held in enumerate(slots_image):
+            in_pool[held] = True
+            assigned[held] = label
+        out = (asked == n_candidates) & ~in_pool
+    assigned[~in_pool] = -1
+    return assigned
+
+
 def _admits(images: np.ndarray, key: np.ndarray, labels: np.ndarray, bar_key: np.ndarray,
             bar_image: np.ndarray) -> np.ndarray:
     """Whether class labels[.., j] takes image images[r] at key[r, j]: (key, image) below its bar."""
@@ -275,14 +356,32 @@ def cpl_pool_caps(k: int, previous_counts: np.ndarray | None, n_classes: int) ->
     return np.minimum(previous_counts + increment, k).astype(np.int64)
 
 
-def select_cpl(probs: np.ndarray, alpha: float, beta: float, caps: np.ndarray, soft: bool) -> Candidates:
+def select_cpl(probs: np.ndarray, alpha: float, beta: float, caps: np.ndarray, soft: bool,
+               rules: str = "exact") -> Candidates:
     """CPL: candidate sets = intra ∩ inter; images with an empty set are dropped; the rest fill the
-    pools. `soft` weights a set by the posterior restricted to it (round 1), else by a binary mask."""
-    mask = intra_instance_sets(probs, alpha) & inter_instance_sets(probs, beta)
-    assigned = assign_to_pools(probs, mask, caps)
+    pools. `soft` weights a set by the posterior restricted to it (round 1), else by a binary mask.
+
+    `rules="reference"` (the grip/cpl protocols) is the authors' code to the tie: the exact intra
+    boundary, their `(PL₁ > 1e-7) & (PL₂ > 1e-7)` intersection of the two sets' renormalised
+    posteriors, and their pools' order and tie rule (`assign_to_pools_reference`)."""
+    reference = rules == "reference"
+    intra = intra_instance_sets(probs, alpha, exact_boundary=reference)
+    inter = inter_instance_sets(probs, beta)
+    mask = intra & inter
+    if reference:
+        mask &= _renormalised_above(probs, intra) & _renormalised_above(probs, inter)
+    assigned = (assign_to_pools_reference if reference else assign_to_pools)(probs, mask, caps)
     rows = np.flatnonzero(assigned >= 0)
     labels = assigned[rows]
     weights = np.where(mask[rows], probs[rows] if soft else 1.0, 0.0).astype(np.float32)
     if soft:
         weights /= weights.sum(axis=1, keepdims=True)
     return Candidates(rows, labels, weights, probs[rows, labels].astype(np.float32))
+
+
+def _renormalised_above(probs: np.ndarray, mask: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Where `normalise(p ⊙ mask) > eps`, the authors' test of a candidate (an empty row: nowhere)."""
+    masked = np.where(mask, probs, 0).astype(np.float32)
+    total = masked.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return masked / total > eps

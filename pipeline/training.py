@@ -74,10 +74,11 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
     `train.accumulate` micro-batches whose gradients add up to the whole batch's. A learner may add a
     loss on the step's images (`regulariser`) and act after each optimiser step (`after_step`).
 
-    A loss with per-image state (RC, LWS) is updated with the logits its rows get from the prompt
-    after the optimiser step; on cached features those are the next step's logits (same parameters),
-    so the update reads them from the next step's text-tower pass instead of running one more; on
-    images it uses the step's own logits (one forward less, the parameters one step older).
+    A loss with per-image state (RC, LWS) is updated with the logits its rows get from the learner
+    after the optimiser step, as CoOpPLL's `after_update` does: on cached features those are the next
+    step's logits (same parameters), so the update reads them from the next step's text-tower pass
+    instead of running one more; on images, one more forward (no gradient) of the very views the step
+    trained on (the augmentation generator is replayed), with the updated parameters.
 
     With `checkpoints`, the state after every `checkpoints.every` epochs is saved under
     `checkpoint_key` and a saved state is resumed from, exactly.
@@ -132,13 +133,14 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
                     if not len(part):
                         continue
                     part = torch.as_tensor(part, device=device)
+                    views = _augmentation_state(learner) if term_loss.stateful and not inputs.cached else None
                     logits = LOGIT_SCALE * inputs(part) @ class_weights.T
                     term = scale * term_loss(logits, part)
                     loss = loss + (term * (len(part) / len(rows)) if chunks > 1 else term)
                     if term_loss.stateful and inputs.cached:
                         pending.append((inputs, term_loss, part))
                     elif term_loss.stateful:
-                        after_step.append((term_loss, logits.detach(), part))
+                        after_step.append((inputs, term_loss, part, views))
                     if regulariser is not None and not inputs.cached:
                         images.append(inputs.images[part.cpu().numpy()])
                 if images:
@@ -154,8 +156,8 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
             scheduler.step()
             if after_optimizer_step is not None:
                 after_optimizer_step()
-            for term_loss, logits, part in after_step:
-                term_loss.update(logits, part)
+            if after_step:
+                _update_after_step(learner, after_step)
         history.append(total / epoch_steps)
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
@@ -165,6 +167,26 @@ def fit_prompt(learner: torch.nn.Module, terms: list[LossTerm], params: TrainPar
                   plan, sources)
     learner.eval()
     return history
+
+
+def _augmentation_state(learner) -> torch.Tensor | None:
+    generator = getattr(learner, "generator", None)
+    return None if generator is None else generator.get_state()
+
+
+@torch.no_grad()
+def _update_after_step(learner, after_step: list) -> None:
+    """Stateful losses on images: their rows' logits under the parameters after the step, on the
+    step's own views (the augmentation generator replayed from before each encoding, then restored)."""
+    class_weights = learner()
+    generator = getattr(learner, "generator", None)
+    resume = None if generator is None else generator.get_state()
+    for inputs, term_loss, rows, views in after_step:
+        if views is not None:
+            generator.set_state(views)
+        term_loss.update(LOGIT_SCALE * inputs(rows) @ class_weights.T, rows)
+    if resume is not None:
+        generator.set_state(resume)
 
 
 class _Inputs:

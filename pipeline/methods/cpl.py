@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.methods.base import Method, register
+from pipeline.protocols import get_protocol
 from pipeline.pseudolabels import cpl_pool_caps, grip_k, select_cpl
 
 # The authors' per-dataset (α, β for UL/SSL, β for TRZSL), scripts/run-textPT_ALL.sh of
@@ -54,8 +55,10 @@ class CPL(Method):
     def select(self, probs, round_index, previous, allowed_classes):
         n_classes = probs.shape[1]
         alpha, beta = self.thresholds(n_classes)
-        k = grip_k(round_index, len(probs), n_classes, self.rounds())
+        protocol = get_protocol(self.params.protocol)
+        k = grip_k(round_index, len(probs), n_classes, self.rounds(), protocol.k_inner_floor)
         counts = None
         if previous is not None:
             counts = np.bincount(previous.labels, minlength=int(allowed_classes.max()) + 1)[allowed_classes]
-        return select_cpl(probs, alpha, beta, cpl_pool_caps(k, counts, n_classes), soft=round_index == 1)
+        return select_cpl(probs, alpha, beta, cpl_pool_caps(k, counts, n_classes), soft=round_index == 1,
+                          rules=protocol.cpl_pools)

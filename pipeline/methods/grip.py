@@ -1,6 +1,7 @@
 """GRIP (Menghini et al. 2023): IFPL whose per-class K grows each round until it covers the pool."""
 
 from pipeline.methods.base import Method, register
+from pipeline.protocols import get_protocol
 from pipeline.pseudolabels import grip_k, select_balanced
 
 
@@ -13,4 +14,6 @@ class GRIP(Method):
         return self.params.pseudolabel.rounds
 
     def select(self, probs, round_index, previous, allowed_classes):
-        return select_balanced(probs, grip_k(round_index, len(probs), probs.shape[1], self.rounds()))
+        k = grip_k(round_index, len(probs), probs.shape[1], self.rounds(),
+                   get_protocol(self.params.protocol).k_inner_floor)
+        return select_balanced(probs, k)

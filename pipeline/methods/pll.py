@@ -40,5 +40,5 @@ class PLL(Method):
             teacher = text_posterior(pool.features[targets.rows], pool.zero_shot_weights).astype(np.float32)
         return [LossTerm("candidates", pool.features[targets.rows], targets.weights, 1.0, loss=train.pll_loss,
                          teacher=teacher, teacher_mix=train.align_mix,
-                         loss_options={"non_candidate_weight": train.lws_weight},
+                         loss_options={"non_candidate_weight": train.lws_weight, "numerics": train.pll_numerics},
                          images=pool.images_of(targets.rows))]
