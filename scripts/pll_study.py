@@ -111,6 +111,7 @@ def run_study(out: Path, seeds: list[int], rates: list[float], shots: int, overr
                         seed), pool, workspace.zero_shot_weights, candidates, seed, device)
                     row.update(accuracy=accuracy(test_labels, predict(workspace.real[test], result.class_weights)),
                                zero_shot=zero_shot, mean_set_size=candidates.mean_set_size(), shots=shots,
+                               numerics=params.train.pll_numerics,
                                overrides=overrides, seconds=round(time.perf_counter() - started, 1))
                     print(json.dumps(row), flush=True)
                     with out.open("a") as handle:
@@ -127,8 +128,10 @@ def report(runs: Path, prefix: Path) -> None:
     zero_shot = 100 * frame["zero_shot"].iloc[0]
     sizes = frame.groupby("partial_rate")["mean_set_size"].mean()
     recipe = ", ".join(frame["overrides"].iloc[0]) if "overrides" in frame and frame["overrides"].iloc[0] else "params.yaml"
+    # Runs from before `train.pll_numerics` existed computed the exact mathematics, today's default.
+    numerics = sorted(set(frame["numerics"].fillna("exact")) if "numerics" in frame else {"exact"})
     lines = [f"Test accuracy (%) of method pll on the demo world, {frame['shots'].iloc[0]} shots per class, "
-             f"recipe: {recipe}, "
+             f"recipe: {recipe}, loss numerics (train.pll_numerics): {' and '.join(numerics)}, "
              f"mean ± std over seeds ({', '.join(map(str, sorted(frame['seed'].unique())))}); "
              f"zero-shot CLIP: {zero_shot:.1f}.", "",
              "| loss | alignment | " + " | ".join(f"q = {q} (set size {sizes[q]:.1f})" for q in rates) + " |",
