@@ -439,17 +439,15 @@ def _prompt_summary(out: Path) -> None:
 
 def grip_steps(unlabeled: int, classes: int) -> tuple[int, list[int]]:
     """Optimiser steps of GRIP's 10 rounds: round t trains `epochs` epochs of ceil(n_t / B) steps on
-    n_t = K_t·C pseudo-labels, K_t = grip_k(t) (= floor(t·|U|/10/C)), less GRIP's 20% hold-out when K_t ≥ 10."""
+    n_t = K_t·C pseudo-labels, K_t = GRIP's floor(t·floor(|U|/10)/C), less GRIP's 20% hold-out when K_t ≥ 10."""
     from pipeline.protocols import PROTOCOLS
     from pipeline.pseudolabels import grip_k
 
     grip = PROTOCOLS["grip"]
-    per_round = []
-    for t in range(1, ROUNDS + 1):
-        k = grip_k(t, unlabeled, classes, ROUNDS)
-        n = len(grip.kept_rows(k * classes, k))
-        per_round.append(grip.recipe["epochs"] * math.ceil(n / grip.recipe["batch_size"]))
-    return sum(per_round), [grip_k(t, unlabeled, classes, ROUNDS) for t in range(1, ROUNDS + 1)]
+    ks = [grip_k(t, unlabeled, classes, ROUNDS, grip.k_inner_floor) for t in range(1, ROUNDS + 1)]
+    per_round = [grip.recipe["epochs"] * math.ceil(len(grip.kept_rows(k * classes, k)) / grip.recipe["batch_size"])
+                 for k in ks]
+    return sum(per_round), ks
 
 
 def extrapolate(out: Path, toy: bool, unlabeled: int, arms: list[str] = ARMS) -> dict:
