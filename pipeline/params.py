@@ -343,6 +343,10 @@ class CoftParams(_Strict):
     negative_weight: float = Field(1.0, ge=0)   # the negative prompt's yes/no loss, beside CE on the positive
     cofilter: Literal["agree", "clean"] = "agree"  # phase 2 keeps: agree = phase-1 and zero-shot models agree
     #                                               and the negative prompt calls it clean; clean = the latter only
+    warmup: Literal["confident", "pool"] = "confident"  # round 1's labels: the pseudolabel.k most confident
+    #                                               per class, or every pool image's zero-shot label (DeFT's noisy set)
+    negatives: Literal["random", "all"] = "random"  # the negative prompt's "no": one random other class per image,
+    #                                               or every other class
     iterations: int = Field(2, ge=1)            # CoFT+: (phase 1, phase 2) repetitions after the warm-up round
     moco_weight: float = Field(0.1, ge=0)       # CoFT+: momentum contrastive term in phase 2
     moco_momentum: float = Field(0.999, ge=0, lt=1)

@@ -217,13 +217,15 @@ class DualPrompt(PartialLabelLoss):
     """CoFT's loss on `[positive; negative]` logits [B, 2C] (`prompts.DualPromptLearner`): the
     candidate loss on the positive half, plus `negative_weight` times the negative prompt's yes/no
     NLL (DeFT's form): per image, a two-way softmax `[s⁺_c, s⁻_c]` says "yes" for its label and "no"
-    for one complementary label drawn at random (its own generator, kept by checkpoints)."""
+    for one complementary label drawn at random (its own generator, kept by checkpoints), or with
+    `negatives="all"` the mean "no" over every other class."""
 
     stateful = False
 
-    def __init__(self, weights, negative_weight: float = 1.0, seed: int = 0, **options):
+    def __init__(self, weights, negative_weight: float = 1.0, seed: int = 0, negatives: str = "random", **options):
         super().__init__(weights, options.get("numerics", "exact"))
         self.negative_weight = negative_weight
+        self.negatives = negatives
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, logits, rows):
@@ -231,6 +233,12 @@ class DualPrompt(PartialLabelLoss):
         positive, negative = logits[:, :n_classes], logits[:, n_classes:]
         loss = cc_loss(positive, self.weights[rows])
         labels = self.weights[rows].argmax(dim=1)
+        if self.negatives == "all":
+            yes_no = torch.stack([positive, negative], dim=2).log_softmax(dim=2)   # [B, C, (yes, no)]
+            index = torch.arange(len(rows), device=labels.device)
+            others = torch.ones_like(positive).index_put_((index, labels), torch.tensor(0.0, device=labels.device))
+            no = -(yes_no[..., 1] * others).sum(dim=1) / others.sum(dim=1)
+            return loss + self.negative_weight * (-yes_no[index, labels, 0] + no).mean()
         offset = torch.randint(1, n_classes, (len(rows),), generator=self.generator).to(labels.device)
         other = (labels + offset) % n_classes
         index = torch.arange(len(rows), device=labels.device)

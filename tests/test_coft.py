@@ -43,6 +43,29 @@ def test_dual_loss_is_ce_on_the_positive_half_plus_the_yes_no_terms():
     assert (other != labels).all()  # the "no" label is always a wrong one
 
 
+def test_dual_loss_with_every_negative_averages_no_over_the_other_classes():
+    weights = torch.tensor([[0, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    logits = torch.randn(2, 6, generator=torch.Generator().manual_seed(1)) * 3
+    value = build_loss("dual", weights, negative_weight=2.0, negatives="all")(logits, torch.arange(2))
+    positive, negative = logits[:, :3], logits[:, 3:]
+    terms = []
+    for row, label in enumerate([1, 2]):
+        pair = lambda c: F.log_softmax(torch.stack([positive[row, c], negative[row, c]]), 0)  # noqa: E731
+        no = [-pair(c)[1] for c in range(3) if c != label]
+        terms.append(-pair(label)[0] + sum(no) / 2)
+    expected = F.cross_entropy(positive, torch.tensor([1, 2])) + 2.0 * torch.stack(terms).mean()
+    assert torch.allclose(value, expected, atol=1e-6)
+
+
+def test_warmup_on_the_pool_labels_every_image_with_its_zero_shot_class():
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=40)
+    confident = build_method(parse_params({"method": "coft", "pseudolabel": {"k": 3}}))
+    pool = build_method(parse_params({"method": "coft", "pseudolabel": {"k": 3}, "coft": {"warmup": "pool"}}))
+    assert len(confident.select(probs, 1, None, np.arange(4))) == 12
+    chosen = pool.select(probs, 1, None, np.arange(4))
+    assert chosen.rows.tolist() == list(range(40)) and (chosen.labels == probs.argmax(axis=1)).all()
+
+
 def _pool(features, zero_shot, true):
     n = len(features)
     return Pool(features.astype(np.float32), true, np.zeros(n, bool), np.arange(len(NAMES)), len(NAMES),

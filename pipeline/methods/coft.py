@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.candidates import LOGIT_SCALE, Candidates
 from pipeline.methods.base import Method, register
-from pipeline.pseudolabels import select_balanced, softmax
+from pipeline.pseudolabels import select_all, select_balanced, softmax
 
 WARMUP, PEFT, FINETUNE = "warm-up", "phase 1", "phase 2"
 
@@ -66,8 +66,11 @@ class CoFT(Method):
         return False
 
     def select(self, probs, round_index, previous, allowed_classes):
-        """Round 1's labels (the pseudolabel stage): the high-confidence ones, the `pseudolabel.k` most
-        confident zero-shot argmax labels per class (FPL's rule)."""
+        """Round 1's labels (the pseudolabel stage): `coft.warmup: confident`, the `pseudolabel.k` most
+        confident zero-shot argmax labels per class (FPL's rule); `pool`, every image's zero-shot label,
+        the noisy set on which DeFT's dual prompts learn what a wrong label looks like."""
+        if self.params.coft.warmup == "pool":
+            return select_all(probs)
         return select_balanced(probs, self.params.pseudolabel.k)
 
     def pseudo_label(self, pool, class_weights, round_index=1, previous=None):
@@ -104,6 +107,7 @@ class CoFT(Method):
     def loss_terms(self, pool, targets, round_index=1):
         """The dual-prompt loss on every term; in phase 2 (fixed prompts) its negative part is off."""
         weight = 0.0 if self.phase(round_index) == FINETUNE else self.params.coft.negative_weight
-        options = {"negative_weight": weight, "seed": self.params.seed + round_index}
+        options = {"negative_weight": weight, "seed": self.params.seed + round_index,
+                   "negatives": self.params.coft.negatives}
         return [replace(term, loss="dual", loss_options=options)
                 for term in super().loss_terms(pool, targets, round_index)]
