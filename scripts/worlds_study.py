@@ -97,32 +97,45 @@ def run_key(cell: dict) -> str:
     return json.dumps(cell["overrides"], sort_keys=True)
 
 
-def recorded() -> list[dict]:
+# A cell whose method was mended: its rows from before the mend's commit are history, not results; they
+# stay in the record and the cell runs again. CoFT/CoFT+: issue 26's mend (docs/coft.md).
+MENDED = {"coft": "COFT_MEND", "coft_plus": "COFT_MEND"}
+
+
+def _current(row: dict) -> bool:
+    mend = MENDED.get(row["cell"]) if row["group"] in ("ul", "visual") else None
+    if mend is None or mend == "COFT_MEND":
+        return True
+    return subprocess.run(["git", "merge-base", "--is-ancestor", mend, row["commit"]], cwd=ROOT).returncode == 0
+
+
+def recorded(include_superseded: bool = False) -> list[dict]:
     if not RECORD.exists():
         return []
-    return [json.loads(line) for line in RECORD.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in RECORD.read_text().splitlines() if line.strip()]
+    return rows if include_superseded else [row for row in rows if _current(row)]
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def _work_clone(commit: str) -> Path:
-    if not (WORK / ".git").exists():
-        WORK.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(WORK)], check=True)
-    subprocess.run(["git", "fetch", "--quiet", str(ROOT), commit], cwd=WORK, check=True)
-    subprocess.run(["git", "checkout", "--quiet", "--force", commit], cwd=WORK, check=True)
-    return WORK
+def _work_clone(commit: str, work: Path = WORK) -> Path:
+    if not (work / ".git").exists():
+        work.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(work)], check=True)
+    subprocess.run(["git", "fetch", "--quiet", str(ROOT), commit], cwd=work, check=True)
+    subprocess.run(["git", "checkout", "--quiet", "--force", commit], cwd=work, check=True)
+    return work
 
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_cell(cell: dict, commit: str) -> dict:
-    """`dvc repro` of the committed params.yaml with the cell's overrides, in the work clone."""
-    work = _work_clone(commit)
+def run_cell(cell: dict, commit: str, work: Path = WORK) -> dict:
+    """`dvc repro` of the committed params.yaml with the cell's overrides, in the work clone `work`."""
+    work = _work_clone(commit, work)
     base = yaml.safe_load(_git("show", f"{commit}:params.yaml"))
     for key, value in cell["overrides"].items():
         assign(base, key, value)
@@ -146,7 +159,13 @@ def run_cell(cell: dict, commit: str) -> dict:
                             "fidelity_kept": fidelity.get("kept"),
                             "train_pool_accuracy": diagnostics.get("train_pool_accuracy")},
             "pseudo_label_accuracy": rounds.get("pseudo_label_accuracy"),
-            "n_pseudo_labels": rounds.get("n_pseudo_labels")}
+            "n_pseudo_labels": rounds.get("n_pseudo_labels"),
+            "rounds": [{key: value for key, value in entry.items() if key in ROUND_KEYS}
+                       for entry in (rounds.get("members") or [[]])[0]]}
+
+
+# What the record keeps of each round of data/train/rounds.json (the first ensemble member's).
+ROUND_KEYS = ("round_index", "k", "n_pseudo_labels", "pseudo_label_accuracy", "final_loss", "analysis")
 
 
 def run(only: str | None, max_runs: int | None) -> None:
