@@ -347,6 +347,8 @@ class CoftParams(_Strict):
     #                                               per class, or every pool image's zero-shot label (DeFT's noisy set)
     negatives: Literal["random", "all"] = "random"  # the negative prompt's "no": one random other class per image,
     #                                               or every other class
+    phase1_share: Optional[float] = Field(None, gt=0, le=1)  # phase 1 trains on the clean images only (null), or
+    #                                               on the share·|U|/C most confident clean ones per class (GRIP's rule)
     iterations: int = Field(2, ge=1)            # CoFT+: (phase 1, phase 2) repetitions after the warm-up round
     moco_weight: float = Field(0.1, ge=0)       # CoFT+: momentum contrastive term in phase 2
     moco_momentum: float = Field(0.999, ge=0, lt=1)

@@ -28,7 +28,8 @@ RECORD = ROOT / "results" / "coft" / "dev.jsonl"
 WORK = ROOT / "studies" / "coft" / "project"
 DEV_SEEDS = (100, 101)
 
-VARIANTS = {
+VARIANTS = {  # in the order they run, within a seed
+    "coft_share30": {"method": "coft", "coft.phase1_share": 0.3},
     "grip": {"method": "grip"},
     "coft": {"method": "coft"},
     "coft_pool": {"method": "coft", "coft.warmup": "pool"},

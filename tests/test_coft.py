@@ -93,6 +93,28 @@ def test_clean_means_the_positive_prompt_beats_the_negative_and_agree_also_needs
     assert clean_only.pseudo_label(pool, weights, round_index=3).rows.tolist() == [0, 2, 3]
 
 
+def test_phase1_share_keeps_the_most_confident_clean_images_per_class():
+    # Two images per class; image 0, the strongest of class 0, leans on feature 5, where class 0's
+    # negative prompt points: its negative similarity (0.027 + 0.1) beats its positive one (0.09).
+    # (Similarities near 0.1, so the posteriors softmax(100 s) stay apart.)
+    eye = np.eye(8, dtype=np.float32)
+    classes = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    strength = np.array([0.09, 0.08, 0.09, 0.08, 0.07, 0.09, 0.09, 0.06], dtype=np.float32)
+    features = strength[:, None] * eye[classes]
+    features[0, 5] = 0.05
+    positive = eye[:4]
+    negative = 0.3 * eye[:4]
+    negative[0, 5] = 2.0
+    pool = _pool(features, positive, classes)
+    weights = np.concatenate([positive, negative])
+    method = build_method(parse_params({"method": "coft", "coft": {"phase1_share": 0.5}}))
+    chosen = method.pseudo_label(pool, weights, round_index=2)   # K = int(0.5 · 8 / 4) = 1 per class
+    assert chosen.rows.tolist() == [1, 2, 5, 6] and chosen.labels.tolist() == [0, 1, 2, 3]
+    assert method.analysis(2)["clean_share"] == 7 / 8 and method.analysis(2)["kept_share"] == 0.5
+    everything = build_method(parse_params({"method": "coft"})).pseudo_label(pool, weights, round_index=2)
+    assert everything.rows.tolist() == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_phase_one_leaves_the_tower_alone_and_phase_two_changes_it(tiny_clip):
     rng = np.random.default_rng(0)
     store = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)

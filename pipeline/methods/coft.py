@@ -84,19 +84,28 @@ class CoFT(Method):
         labels = probs.argmax(axis=1)
         rows = np.arange(len(unlabeled))
         clean = positive[rows, labels] > negative[rows, labels]
+        right = allowed[labels] == pool.true_labels[unlabeled]  # analysis only
         keep = clean
+        share = self.params.coft.phase1_share
+        if self.phase(round_index) == PEFT and share is not None:   # only the most confident clean ones
+            candidates = np.flatnonzero(clean)
+            chosen = select_balanced(probs[candidates], int(share * len(rows) / len(allowed)))
+            keep = np.zeros(len(rows), dtype=bool)
+            keep[candidates[chosen.rows]] = True
+            labels = labels.copy()
+            labels[candidates[chosen.rows]] = chosen.labels   # GRIP's balanced rule: a full class passes it on
         if self.phase(round_index) == FINETUNE and self.params.coft.cofilter == "agree":
             frozen = pool.features if pool.frozen_features is None else pool.frozen_features
             zero_shot = (frozen[unlabeled] @ pool.zero_shot_weights[allowed].T).argmax(axis=1)
             keep = clean & (labels == zero_shot)
-        right = allowed[labels] == pool.true_labels[unlabeled]  # analysis only
+        kept_right = allowed[labels[keep]] == pool.true_labels[unlabeled][keep]
         self._analysis[round_index] = {
             "label_accuracy": float(right.mean()),
             "clean_share": float(clean.mean()),
             "clean_precision": float(right[clean].mean()) if clean.any() else float("nan"),
             "clean_recall": float(clean[right].mean()) if right.any() else float("nan"),
             "kept_share": float(keep.mean()),
-            "kept_precision": float(right[keep].mean()) if keep.any() else float("nan"),
+            "kept_precision": float(kept_right.mean()) if keep.any() else float("nan"),
         }
         chosen = Candidates.single(rows[keep], labels[keep], len(allowed), probs[rows[keep], labels[keep]])
         return pool.to_pool_coordinates(chosen)
