@@ -30,6 +30,8 @@ DEV_SEEDS = (100, 101)
 
 VARIANTS = {  # in the order they run, within a seed
     "coft_share30": {"method": "coft", "coft.phase1_share": 0.3},
+    "coft_share30_noadapter": {"method": "coft", "coft.phase1_share": 0.3, "coft.adapter": False},
+    "coft_share30_nonegative": {"method": "coft", "coft.phase1_share": 0.3, "coft.negative_weight": 0.0},
     "grip": {"method": "grip"},
     "coft": {"method": "coft"},
     "coft_pool": {"method": "coft", "coft.warmup": "pool"},

@@ -56,7 +56,7 @@ class CoFT(Method):
         if self.phase(round_index) == FINETUNE:  # both prompts of phase 1 held fixed: 2C rows, as its output
             return LearnerSpec(prompt="visual", visual_tokens=0, full_finetune=True, fixed_text=class_weights,
                                contrast=self.uses_contrast())
-        return LearnerSpec(prompt="text", visual_adapter=True, negative_prompt=True,
+        return LearnerSpec(prompt="text", visual_adapter=self.params.coft.adapter, negative_prompt=True,
                            descriptions=self.uses_descriptions())
 
     def uses_contrast(self) -> bool:
