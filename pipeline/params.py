@@ -348,6 +348,7 @@ class CoftParams(_Strict):
     negatives: Literal["random", "all"] = "random"  # the negative prompt's "no": one random other class per image,
     #                                               or every other class
     adapter: bool = True                        # the warm-up and phase 1 train a residual visual adapter too
+    finetune_epochs: Optional[int] = Field(None, ge=1)  # phase 2's epochs (null: train.epochs)
     phase1_share: Optional[float] = Field(None, gt=0, le=1)  # phase 1 trains on the clean images only (null), or
     #                                               on the share·|U|/C most confident clean ones per class (GRIP's rule)
     iterations: int = Field(2, ge=1)            # CoFT+: (phase 1, phase 2) repetitions after the warm-up round

@@ -295,8 +295,9 @@ def run_method(method: Method, make_learner: Callable[..., torch.nn.Module], poo
             pseudo = method.pseudo_label(pool, weights, round_index, previous=pseudo)
         learner = make_learner(method.learner_spec(round_index, weights))
         terms, held_out = protocol.training_terms(method.loss_terms(pool, pseudo, round_index), _round_k(pseudo))
-        key = None if checkpoints is None else _round_key(method, terms, seed, round_index)
-        history = fit_prompt(learner, terms, method.params.train, seed + round_index, device,
+        recipe = method.round_recipe(round_index)
+        key = None if checkpoints is None else _round_key(method, terms, seed, round_index, recipe)
+        history = fit_prompt(learner, terms, recipe, seed + round_index, device,
                              None if on_epoch is None else (lambda e, l, r=round_index: on_epoch(r, e, l)),
                              protocol, method.params.paradigm, checkpoints, key)
         with torch.no_grad():
@@ -315,11 +316,11 @@ def run_method(method: Method, make_learner: Callable[..., torch.nn.Module], poo
                         getattr(learner, "config", None))
 
 
-def _round_key(method: Method, terms: list[LossTerm], seed: int, round_index: int) -> str:
+def _round_key(method: Method, terms: list[LossTerm], seed: int, round_index: int, recipe: TrainParams) -> str:
     """Names a round's checkpoint by everything that decides its trajectory."""
     params = method.params
     parts = [method.name, params.protocol, params.paradigm, params.clip.arch, params.clip.pretrained, seed,
-             round_index, params.train.model_dump(exclude={"device", "checkpoint_every"})]
+             round_index, recipe.model_dump(exclude={"device", "checkpoint_every"})]
     for term in terms:
         parts += [term.name, term.scale, term.loss, term.loss_options, term.teacher_mix, term.weights, term.teacher,
                   term.features if term.images is None else term.images]

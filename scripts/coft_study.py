@@ -29,6 +29,7 @@ WORK = ROOT / "studies" / "coft" / "project"
 DEV_SEEDS = (100, 101)
 
 VARIANTS = {  # in the order they run, within a seed
+    "coft_share30_ft5": {"method": "coft", "coft.phase1_share": 0.3, "coft.finetune_epochs": 5},
     "coft_share30": {"method": "coft", "coft.phase1_share": 0.3},
     "coft_share30_noadapter": {"method": "coft", "coft.phase1_share": 0.3, "coft.adapter": False},
     "coft_share30_nonegative": {"method": "coft", "coft.phase1_share": 0.3, "coft.negative_weight": 0.0},

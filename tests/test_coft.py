@@ -204,3 +204,11 @@ def test_descriptions_are_validated_and_averaged_into_the_positive_prompt(tiny_c
             prompts = [f"a photo of a {name}."] + [f"a photo of a {name}, {p}." for p in phrases[c]]
             texts = F.normalize(tiny_clip.model.encode_text(tiny_clip.tokenizer(prompts)), dim=-1)
             assert torch.allclose(weights[c], F.normalize(texts.mean(0), dim=0), atol=1e-5), name
+
+
+def test_finetune_epochs_sets_only_phase_twos_recipe():
+    method = build_method(parse_params({"method": "coft_plus", "coft": {"finetune_epochs": 5, "iterations": 2}}))
+    epochs = [method.round_recipe(r).epochs for r in range(1, 6)]
+    assert epochs == [50, 50, 5, 50, 5]
+    assert method.round_recipe(3).warmup_epochs == 1
+    assert build_method(parse_params({"method": "coft"})).round_recipe(3).epochs == 50

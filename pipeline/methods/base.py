@@ -72,6 +72,10 @@ class Method:
         probs = self.posterior(pool, class_weights)
         return pool.to_pool_coordinates(self.select(probs, round_index, previous, pool.allowed_classes))
 
+    def round_recipe(self, round_index: int):
+        """The `train` recipe a round trains with: `params.train`'s, unless a method's phases differ."""
+        return self.params.train
+
     def learner_spec(self, round_index: int, class_weights: np.ndarray) -> "LearnerSpec":
         """What the round trains (`class_weights`: the previous round's output): `params.train`'s."""
         from pipeline.learners import LearnerSpec

@@ -59,6 +59,13 @@ class CoFT(Method):
         return LearnerSpec(prompt="text", visual_adapter=self.params.coft.adapter, negative_prompt=True,
                            descriptions=self.uses_descriptions())
 
+    def round_recipe(self, round_index):
+        """Phase 2 fine-tunes the tower for `coft.finetune_epochs` (null: train.epochs), its warm-up capped."""
+        train, epochs = self.params.train, self.params.coft.finetune_epochs
+        if self.phase(round_index) != FINETUNE or epochs is None:
+            return train
+        return train.model_copy(update={"epochs": epochs, "warmup_epochs": min(train.warmup_epochs, epochs - 1)})
+
     def uses_contrast(self) -> bool:
         return False
 
