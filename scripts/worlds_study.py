@@ -97,14 +97,15 @@ def run_key(cell: dict) -> str:
     return json.dumps(cell["overrides"], sort_keys=True)
 
 
-# A cell whose method was mended: its rows from before the mend's commit are history, not results; they
-# stay in the record and the cell runs again. CoFT/CoFT+: issue 26's mend (docs/coft.md).
-MENDED = {"coft": "COFT_MEND", "coft_plus": "COFT_MEND"}
+# A cell whose method was mended: {cell: the mend's commit}. Its rows from before that commit are
+# history, not results; they stay in the record and the cell runs again. None yet: issue 26's CoFT
+# variants left the defaults as they were (docs/coft.md).
+MENDED: dict[str, str] = {}
 
 
 def _current(row: dict) -> bool:
     mend = MENDED.get(row["cell"]) if row["group"] in ("ul", "visual") else None
-    if mend is None or mend == "COFT_MEND":
+    if mend is None:
         return True
     return subprocess.run(["git", "merge-base", "--is-ancestor", mend, row["commit"]], cwd=ROOT).returncode == 0
 

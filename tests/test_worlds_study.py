@@ -55,3 +55,16 @@ def test_report_pairs_seeds_and_flags_the_fusion_margin(tmp_path, monkeypatch):
     assert "-2.0 ± 0.0 (n=2)" in page
     assert (tmp_path / "worlds.png").stat().st_size > 0
     assert "| air_grip | – | 48.0 ± 2.8 (n=2) | – |" in page
+
+
+def test_rows_of_a_mended_cell_from_before_the_mend_are_superseded_not_results(tmp_path, monkeypatch):
+    head = worlds_study._git("rev-parse", "HEAD")
+    parent = worlds_study._git("rev-parse", "HEAD~1")
+    record = tmp_path / "runs.jsonl"
+    rows = [{"group": "ul", "cell": "coft", "commit": parent}, {"group": "ul", "cell": "coft", "commit": head},
+            {"group": "ul", "cell": "grip", "commit": parent}]
+    record.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setattr(worlds_study, "RECORD", record)
+    monkeypatch.setattr(worlds_study, "MENDED", {"coft": head})
+    assert [(r["cell"], r["commit"]) for r in worlds_study.recorded()] == [("coft", head), ("grip", parent)]
+    assert len(worlds_study.recorded(include_superseded=True)) == 3

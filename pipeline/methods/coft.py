@@ -1,4 +1,5 @@
-"""CoFT (Wang et al., arXiv 2602.04337), reconstructed from its abstract (no code or body is public;
+"""CoFT (Wang et al., arXiv 2602.04337), reconstructed from its abstract (no code is public, and only the
+abstract and the introduction's opening could be read; docs/coft.md measures where it loses;
 `../shared/METHODS.md`), with DeFT's public mechanism for the negative prompt. Three rounds:
 
 1. **warm-up**: positive and negative text prompts (`DualPromptLearner`) and a residual visual
