@@ -13,6 +13,7 @@ weights (`forward()`), and when it has `encode`, for the features of a batch of 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -191,15 +192,19 @@ def encode_store(visual: VisualLearner, spec: PixelSpec, store: np.ndarray, devi
 def make_learner_factory(params: Params, clip, class_names: list[str], zero_shot_weights: np.ndarray,
                          store: np.ndarray | None, device: torch.device):
     """`factory(seed, spec)` builds a fresh learner for one round of one ensemble member (`spec`
-    None: the one `params.train` describes). Class descriptions are read and checked here, once."""
+    None: the one `params.train` describes). Class descriptions are read and checked once, when the
+    first spec that asks for them is built: a method that never does ignores `coft.descriptions_file`."""
     train, coft = params.train, params.coft
     pixel_spec = PixelSpec.from_preprocess(clip.preprocess) if store is not None else None
-    descriptions = read_descriptions(coft.descriptions_file, class_names) if coft.descriptions_file else None
     context_from = get_protocol(params.protocol).context_from
+
+    @functools.cache
+    def descriptions() -> list[list[str]] | None:
+        return read_descriptions(coft.descriptions_file, class_names) if coft.descriptions_file else None
 
     def prompt(seed: int, ctx_init: str, spec: LearnerSpec) -> PromptLearner:
         return PromptLearner(clip.model, clip.tokenizer, class_names, train.n_ctx, ctx_init, seed,
-                             descriptions if spec.descriptions else None, context_from).to(device)
+                             descriptions() if spec.descriptions else None, context_from).to(device)
 
     def text(seed: int, spec: LearnerSpec) -> torch.nn.Module:
         if spec.prompt == "visual":
