@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,27 +24,6 @@ from pipeline.params import parse_params
 from stages import check
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project folder with the shipped params (tiny demo world); `project(key__sub=value)` edits them."""
-    monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["dataset"]["demo"].update(images_per_class=3, test_images_per_class=2)
-    params["generate"]["model"] = str(ROOT / params["generate"]["model"])
-    params["clip"]["pretrained"] = str(ROOT / params["clip"]["pretrained"])
-
-    def write(**changes):
-        for key, value in changes.items():
-            node = params
-            *parents, leaf = key.split("__")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        Path("params.yaml").write_text(yaml.safe_dump(params))
-    write()
-    return write
 
 
 @pytest.fixture
