@@ -56,6 +56,35 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else dtype
 
 
+def fixed_threads() -> int | None:
+    """The thread count a user fixed, or None. PIPELINE_THREADS is ours, so a bad value is an error;
+    OMP_NUM_THREADS is set by other tools too and may be OpenMP's nesting list (`2,1`: 2 threads at the
+    outer level), so its first entry counts and a value that is no count is ignored with a warning."""
+    ours = os.environ.get("PIPELINE_THREADS", "").strip()
+    if ours:
+        count = _count(ours)
+        if count is None:
+            raise PipelineError(f"PIPELINE_THREADS={ours!r} is not a thread count; set it to a whole number "
+                                "of 1 or more, or unset it to share the cores among the running stages")
+        return count
+    openmp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if openmp:
+        count = _count(openmp.split(",")[0])
+        if count is not None:
+            return count
+        log.warning("OMP_NUM_THREADS=%r is not a thread count (a whole number of 1 or more, or a list such as "
+                    "2,1); ignored: the running stages share the cores", openmp)
+    return None
+
+
+def _count(text: str) -> int | None:
+    try:
+        count = int(text)
+    except ValueError:
+        return None
+    return count if count >= 1 else None
+
+
 class CoreShare:
     """Torch threads for one stage process: the machine's cores split evenly among the pipeline's
     stages running at once on it (queued experiments included), so `dvc queue start -j N` does not
@@ -68,7 +97,7 @@ class CoreShare:
 
     def __init__(self, registry: Path):
         self.registry = registry
-        self.fixed = os.environ.get("PIPELINE_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        self.fixed = fixed_threads()
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.handle = None
         self.path: Path | None = None
@@ -93,7 +122,7 @@ class CoreShare:
 
     def threads(self) -> int:
         if self.fixed:
-            return max(1, int(self.fixed))
+            return self.fixed
         return max(1, self.cores // self.running())
 
     def rebalance(self) -> None:

@@ -7,9 +7,10 @@ the bad value and the allowed values, before any work starts.
 from __future__ import annotations
 
 import functools
+import math
 import string
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,8 +26,14 @@ DATASETS = ("demo", "folder") + BENCHMARKS + TORCHVISION_DATASETS
 BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "noise")
 
 
+# Every seed: what both numpy's legacy RandomState (0 <= seed < 2**32) and torch (< 2**64) take, so a seed
+# that passes `check` cannot overflow hours later in adapt or train.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a number written as a string ("inf", "nan") or inside a list is refused too.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -35,6 +42,15 @@ class _Strict(BaseModel):
         key takes a boolean."""
         if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
             raise ValueError("a boolean is not allowed here; give a value of the key's type")
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, value):
+        """YAML's `.inf` passes every bound (`fusion_lambda: .inf` made every posterior NaN): here, once
+        for every key, with one message even where a key also takes a word (`temperature: auto`)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("give a finite number; .inf and .nan are not allowed")
         return value
 
 
@@ -71,7 +87,7 @@ class WorldParams(_Strict):
     run, hard); a knob set explicitly wins over its preset."""
 
     preset: str = "default"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     images_per_class: int = Field(24, ge=2)
     test_images_per_class: int = Field(24, ge=1)
     image_size: int = Field(32, ge=16)
@@ -115,7 +131,7 @@ class DatasetParams(_Strict):
     download: bool = False
     class_names_file: Optional[str] = None
     test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # null: the source's (0.5; RESISC45 0.8)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
     demo: WorldParams = Field(default_factory=WorldParams)
 
     @field_validator("name")
@@ -141,9 +157,9 @@ class ParadigmParams(_Strict):
 
     n_label: int = Field(2, ge=1)
     seen_fraction: float = Field(0.62, gt=0, lt=1)
-    split_seed: int = Field(500, ge=0)
+    split_seed: Seed = 500
     partial_rate: float = Field(0.3, ge=0, lt=1)
-    candidate_seed: int = Field(0, ge=0)
+    candidate_seed: Seed = 0
     candidates_file: Optional[str] = None
 
 
@@ -151,7 +167,7 @@ class GenerateParams(_Strict):
     """Text-to-image generation of synthetic class images through diffusers."""
 
     model: str = "stabilityai/sd-turbo"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     images_per_class: int = Field(16, ge=0)
     templates: list[str] = ["a photo of a {}"]
     size: int = Field(512, ge=8)
@@ -195,7 +211,7 @@ class AdaptParams(_Strict):
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(4, ge=1)
     resolution: int = Field(512, ge=8)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     # DreamBooth's prior preservation: class images from the unadapted generator, with their class
     # captions, trained beside the target images so the adapter keeps each class prompt's class.
     prior_weight: float = Field(0.0, ge=0)          # 0 = off; the prior batch's loss weight
@@ -256,7 +272,7 @@ class CplParams(_Strict):
             if value == "auto":
                 return value
             try:
-                if value.startswith("auto*") and float(value.removeprefix("auto*")) > 0:
+                if value.startswith("auto*") and 0 < float(value.removeprefix("auto*")) < math.inf:
                     return value
                 value = float(value)
             except ValueError:
@@ -378,7 +394,7 @@ class EvaluateParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = Field(0, ge=0)   # numpy's generators take no negative seed
+    seed: Seed = 0
     method: str = "air"
     paradigm: str = "ul"
     protocol: str = "project"    # pipeline/protocols.py: the rules of a reference codebase
@@ -486,12 +502,53 @@ def parse_params(data: dict, source: str = "params") -> Params:
         raise PipelineError(_describe(error, source)) from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, first: int, again: int):
+        super().__init__(f"key {key} appears twice (lines {first} and {again}); DVC refuses such a file: "
+                         "keep one of them")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps a repeated key's last value, DVC refuses the file: without this, `check` and a
+    stage run directly would run a params file that `dvc repro` rejects (or another value than meant)."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._unique_keys(node, "", set())
+        return self.construct_document(node)
+
+    def _unique_keys(self, node: yaml.Node, where: str, visited: set[int]) -> None:
+        if id(node) in visited:  # an alias: its node is checked once
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._unique_keys(item, f"{where}.{index}" if where else str(index), visited)
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[object, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then own keys: an override, not a repeat
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key: the constructor refuses it
+                    continue
+                key = self.construct_object(key_node)
+                dotted, line = f"{where}.{key}" if where else str(key), key_node.start_mark.line + 1
+                if key in lines:
+                    raise _DuplicateKey(dotted, lines[key], line)
+                lines[key] = line
+                self._unique_keys(value_node, dotted, visited)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found; run from the project root or pass --params PATH")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as error:
+        raise PipelineError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {error}") from None
     if not data:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
+from pipeline.errors import PipelineError
+
 PROMPT_KINDS = ("auto", "vpt", "padding")
 
 
@@ -43,9 +45,10 @@ class VisualLearner(torch.nn.Module):
             raise ValueError(f"unknown visual prompt kind {kind!r}; choose one of {', '.join(PROMPT_KINDS)}")
         self.visual = visual
         self.kind = ("vpt" if is_vit(visual) else "padding") if kind == "auto" else kind
-        if self.kind == "vpt" and tokens and not is_vit(visual):
-            raise ValueError(f"VPT needs a ViT image tower; this one is a {type(visual).__name__}: "
-                             "use train.visual_prompt_kind: padding (or auto)")
+        if self.kind == "vpt" and tokens and not is_vit(visual):  # a params choice: the stage prints it, exits 2
+            raise PipelineError(f"VPT needs a ViT image tower (train.visual_prompt_kind: vpt), but this CLIP's is a "
+                                f"{type(visual).__name__}, with no tokens to prompt; set train.visual_prompt_kind: "
+                                "padding (or auto)")
         generator = torch.Generator().manual_seed(seed)
         device = next(visual.parameters()).device
         self.prompt = None

@@ -13,6 +13,7 @@ from PIL import Image
 import pipeline.pixels as pixels
 from pipeline.checkpoints import Checkpoints
 from pipeline.datasets.images import png_bytes
+from pipeline.errors import PipelineError
 from pipeline.learners import ImageSpaceLearner, make_learner_factory
 from pipeline.methods import LossTerm
 from pipeline.methods.base import one_hot
@@ -80,7 +81,7 @@ def test_padding_prompt_and_adapter_start_as_the_identity_on_a_resnet_tower(demo
     grads = {name: p.grad for name, p in learner.named_parameters() if p.requires_grad}
     assert set(grads) == {"prompt", "adapter.0.weight", "adapter.0.bias", "adapter.2.weight", "adapter.2.bias"}
     assert grads["prompt"][:, 16, 16].abs().sum() == 0 and grads["prompt"][:, 0, 0].abs().sum() > 0  # border only
-    with pytest.raises(ValueError, match="VPT needs a ViT"):
+    with pytest.raises(PipelineError, match="VPT needs a ViT"):
         VisualLearner(demo_clip.model.visual, tokens=4, kind="vpt")
 
 
