@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from pipeline.artifacts import atomic_path
 
-MIN_CELL = 64
+CELL = 64  # every image fits a CELL x CELL square, whatever its size: the sheet's size is fixed by its rows
 LABEL_WIDTH = 170
 
 
@@ -19,23 +18,35 @@ def _placeholder(text: str) -> Image.Image:
     return image
 
 
-def class_grid(rows: list[tuple[str, list[Image.Image]]], png_path: Path, empty_text: str) -> None:
-    """Write a PNG grid: a class name, then its images scaled up (nearest) to at least MIN_CELL px."""
+def _fitted(image: Image.Image) -> Image.Image:
+    """`image` scaled to fit a CELL square, keeping its shape: small ones up (nearest, pixels stay
+    sharp), large ones down."""
+    scale = CELL / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BICUBIC
+    return image.convert("RGB").resize(size, resample)
+
+
+def grid_image(rows: list[tuple[str, list[Image.Image]]], empty_text: str) -> Image.Image:
+    """A grid: a class name, then its images, each centred in a CELL square."""
     rows = [(name, images) for name, images in rows if images]
     if not rows:
-        sheet = _placeholder(empty_text)
-    else:
-        first = rows[0][1][0]
-        scale = max(1, math.ceil(MIN_CELL / max(first.size)))
-        cell_w, cell_h = first.width * scale, first.height * scale
-        columns = max(len(images) for _, images in rows)
-        sheet = Image.new("RGB", (LABEL_WIDTH + columns * cell_w, len(rows) * cell_h), "white")
-        draw = ImageDraw.Draw(sheet)
-        for row, (name, images) in enumerate(rows):
-            top = row * cell_h
-            draw.text((4, top + cell_h // 2 - 6), name[:27], fill="black")
-            for column, image in enumerate(images):
-                image = image.convert("RGB").resize((cell_w, cell_h), Image.Resampling.NEAREST)
-                sheet.paste(image, (LABEL_WIDTH + column * cell_w, top))
+        return _placeholder(empty_text)
+    columns = max(len(images) for _, images in rows)
+    sheet = Image.new("RGB", (LABEL_WIDTH + columns * CELL, len(rows) * CELL), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, (name, images) in enumerate(rows):
+        top = row * CELL
+        draw.text((4, top + CELL // 2 - 6), name[:27], fill="black")
+        for column, image in enumerate(images):
+            image = _fitted(image)
+            sheet.paste(image, (LABEL_WIDTH + column * CELL + (CELL - image.width) // 2,
+                                top + (CELL - image.height) // 2))
+    return sheet
+
+
+def class_grid(rows: list[tuple[str, list[Image.Image]]], png_path: Path, empty_text: str) -> None:
+    """Write `grid_image(rows, empty_text)` as a PNG."""
+    sheet = grid_image(rows, empty_text)
     with atomic_path(png_path) as tmp:
         sheet.save(tmp, format="PNG")

@@ -5,11 +5,16 @@ joins independently with probability q = `paradigm_options.partial_rate`, from
 `paradigm_options.candidate_seed` alone, so the sets do not move with the training seed. Read:
 `paradigm_options.candidates_file`, CSV or Parquet with a `path` column (the image's path relative to
 the dataset root, or its manifest id, e.g. `train-003-00012` in the demo world) and a `candidates`
-column (class names; in CSV separated by `;`). Test images keep their single true label.
+column (class names; in CSV separated by `;`; in Parquet a list per row, or one such string). Paths
+and names match in Unicode NFC, so a CSV typed on one system finds file names stored decomposed
+(macOS) on another. Test images keep their single true label.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -77,19 +82,19 @@ def _read_candidates_file(path: Path, train: pd.DataFrame, class_names: list[str
                             "the dataset root, or its manifest id) and candidates (class names)")
 
     row_of_key = _training_keys(train, root)
-    index_of_class = {name: index for index, name in enumerate(class_names)}
+    index_of_class = {_nfc(name): index for index, name in enumerate(class_names)}
     masks = np.zeros((len(train), len(class_names)), dtype=bool)
     seen = np.zeros(len(train), dtype=bool)
     csv = path.suffix.lower() != ".parquet"
     for number, (key, names) in enumerate(zip(frame["path"], frame["candidates"]), start=2 if csv else 1):
         where = f"{path} {'line' if csv else 'row'} {number} ({key!r})"
-        row = row_of_key.get(str(key))
+        row = row_of_key.get(_nfc(str(key)))
         if row is None:
             raise PipelineError(f"{where}: not a training image of the dataset; give its path relative to the "
                                 "dataset root (or its manifest id), and only training images")
         if seen[row]:
             raise PipelineError(f"{where}: the image has a second row; give each image one candidate set")
-        names = _names(names)
+        names = _names(names, where)
         if not names:
             raise PipelineError(f"{where}: empty candidate set; every image needs at least one candidate class")
         unknown = [name for name in names if name not in index_of_class]
@@ -105,21 +110,32 @@ def _read_candidates_file(path: Path, train: pd.DataFrame, class_names: list[str
     return masks
 
 
-def _names(value) -> list[str]:
+def _names(value, where: str) -> list[str]:
     if isinstance(value, str):
-        return [name.strip() for name in value.split(CSV_SEPARATOR) if name.strip()]
-    return [str(name).strip() for name in (value if value is not None else []) if str(name).strip()]
+        return [_nfc(name.strip()) for name in value.split(CSV_SEPARATOR) if name.strip()]
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise PipelineError(f"{where}: column candidates holds {type(value).__name__} {value}; it needs a list of "
+                            f"class names per row (or one string of names separated by '{CSV_SEPARATOR}')")
+    return [_nfc(str(name).strip()) for name in value if str(name).strip()]
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def _training_keys(train: pd.DataFrame, root: str | None) -> dict[str, int]:
-    """Each training image's manifest id, and its path relative to the dataset root where it has one."""
-    keys = {image_id: row for row, image_id in enumerate(train["id"])}
+    """Each training image's manifest id, and its path relative to the dataset root where it has one:
+    both sides taken as given (made absolute) and with symlinks resolved, so a relative or symlinked
+    root, or images under a symlinked folder, still match the path a user sees."""
+    keys = {_nfc(image_id): row for row, image_id in enumerate(train["id"])}
     if root:
-        base = Path(root).expanduser().resolve()
+        bases = {os.path.abspath(os.path.expanduser(root)), os.path.realpath(os.path.expanduser(root))}
         for row, image_path in enumerate(train["path"]):
             if isinstance(image_path, str):
-                try:
-                    keys[Path(image_path).relative_to(base).as_posix()] = row
-                except ValueError:
-                    pass
+                for path in {os.path.abspath(image_path), os.path.realpath(image_path)}:
+                    for base in bases:
+                        with contextlib.suppress(ValueError):  # not under this form of the root
+                            keys.setdefault(_nfc(Path(path).relative_to(base).as_posix()), row)
     return keys

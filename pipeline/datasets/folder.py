@@ -10,15 +10,18 @@ Recognised layouts of `dataset.root` (split folder names are matched ignoring ca
   on a validation split, and results are reported on test, as in the papers.
 
 Any other mix of split-looking and other top-level folders is an error, never a silent 2-class task
-"train" vs "val". Images may sit in nested subfolders of a class; ids are the split plus the path
-under the split root, so repeated file names stay distinct. Hidden files and folders are ignored;
+"train" vs "val". Images may sit in nested subfolders of a class, symlinked ones included (a link
+back to a folder above is an error naming it); ids are the split plus the path under the split root,
+so repeated file names stay distinct. Hidden files and folders are ignored;
 other files that are not images of a supported type are skipped with one log line. Every image is
 decoded in full before the manifest is built, so a truncated file is named here, not mid-training.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,17 +127,55 @@ def _check_distinct_names(folders: list[str], names: list[str], class_names_file
 
 
 def _files(folder: Path, skipped: list[Path]) -> list[Path]:
-    """Images under `folder`, nested ones included, sorted; other visible files go to `skipped`."""
-    images = []
-    for path in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
-    return images
+    """Images under `folder`, nested ones included, sorted; other visible files go to `skipped`.
+    Symlinked folders are followed, as `check` counts them; each pending folder carries the (device,
+    inode) of the folders above it, so a link back up is named instead of walked until ELOOP."""
+    images, others = [], []
+    pending = [(folder, tuple(_folder_id(above) for above in (folder, *folder.absolute().parents)))]
+    while pending:
+        current, above = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = [entry for entry in listing if not entry.name.startswith(".")]
+        except PermissionError:
+            raise PipelineError(f"cannot read the dataset folder {current}: permission denied; make it readable "
+                                f"(chmod -R u+rX {current}) or point dataset.root elsewhere") from None
+        for entry in entries:
+            path = current / entry.name
+            if _is_folder(entry):
+                here = _folder_id(path)
+                if here in above:
+                    raise _loop(path, f"links back to {os.path.realpath(path)}, a folder above it")
+                pending.append((path, above + (here,)))
+            elif entry.is_file():
+                (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    skipped += sorted(others)
+    return sorted(images)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link to itself, or a chain of links that never ends
+            raise _loop(Path(entry.path), "is a symbolic link that never resolves") from None
+        raise
+
+
+def _folder_id(folder: Path) -> tuple[int, int]:
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _loop(path: Path, what: str) -> PipelineError:
+    return PipelineError(f"dataset.root: {path} {what}, so the folder never ends; remove the link "
+                         "or point it outside the dataset")
 
 
 def _rows(files: list[Path], split: str, split_root: Path, label: int) -> list[dict]:
-    return [{"id": f"{split}/{f.relative_to(split_root).as_posix()}", "path": str(f.resolve()), "image": None,
+    """Paths are absolute but keep their symlinks, so each is still under `dataset.root` as the user
+    sees it (candidate files name images by that path)."""
+    return [{"id": f"{split}/{f.relative_to(split_root).as_posix()}", "path": os.path.abspath(f), "image": None,
              "split": split, "label": label} for f in files]
 
 

@@ -43,6 +43,18 @@ def open_image(path: str | None, data: bytes | None) -> Image.Image:
         return to_rgb(image)
 
 
+def open_thumbnail(path: str | None, data: bytes | None, size: int) -> Image.Image:
+    """The image as RGB within `size` x `size` px, for contact sheets: a JPEG is decoded at a reduced
+    scale (`draft`), so a huge photo is never held at full size; other formats are shrunk in their own
+    mode before the RGB conversion, so a 10000 px 1-bit scan costs one byte a pixel, not three."""
+    source = io.BytesIO(data) if data is not None else path
+    with Image.open(source) as image:
+        image.draft("RGB", (size, size))
+        image = image.convert("L") if image.mode == "1" else image  # resized as grey, not nearest-neighbour
+        image.thumbnail((size, size))
+        return to_rgb(image)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
         return _grey_to_8bit(image).convert("RGB")

@@ -3,17 +3,20 @@ manifest, and under `candidates` each training image's label set (a sibling tabl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.datasets import Dataset, load_dataset
 from pipeline.datasets.candidate_sets import candidate_table, empty_table
-from pipeline.datasets.images import open_image
+from pipeline.datasets.images import open_thumbnail
+from pipeline.datasets.torchvision import cleaned_up_download
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams, ParadigmParams
-from pipeline.plots import class_grid
+from pipeline.plots import CELL, grid_image
 from pipeline.protocols import get_protocol
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,10 @@ def apply_paradigm(dataset: Dataset, paradigm: str, options: ParadigmParams, see
 def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParams, seed: int,
             protocol: str = "project") -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """The manifest, the class names and the candidate sets (empty unless the paradigm is `candidates`)."""
-    dataset = load_dataset(dataset_params)
+    download = cleaned_up_download(dataset_params) if dataset_params.download else contextlib.nullcontext()
+    with download:
+        dataset = load_dataset(dataset_params)
+    _check_both_splits(dataset, dataset_params.test_fraction)
     manifest = apply_paradigm(dataset, paradigm, options, seed, protocol)
     counts = manifest.groupby("split").size().to_dict()
     log.info("%s: %d classes, %s images, %d labeled for training (%s)", dataset_params.name,
@@ -76,14 +82,35 @@ def prepare(dataset_params: DatasetParams, paradigm: str, options: ParadigmParam
     return manifest, dataset.class_names, candidates
 
 
-def class_sheet(manifest: pd.DataFrame, class_names: list[str], png_path, max_classes: int, per_class: int) -> None:
-    """A PNG grid of the first training images of each class, to see the domain being adapted to."""
+def _check_both_splits(dataset: Dataset, test_fraction: float | None) -> None:
+    """A class with no training image is never pseudo-labelled, one with no test image never scored:
+    refuse the split (e.g. test_fraction 0.9 of 4 images) before anything is written."""
+    counts = pd.crosstab(dataset.frame["label"], dataset.frame["split"]).reindex(
+        index=range(len(dataset.class_names)), columns=["train", "test"], fill_value=0)
+    for label, (train, test) in enumerate(counts.to_numpy()):
+        if train and test:
+            continue
+        total = int(train + test)
+        fraction = "the source's default" if test_fraction is None else test_fraction
+        if total < 2:
+            fix = "add images to it (each class needs at least 2)"
+        elif not train:
+            fix = f"lower dataset.test_fraction (now {fraction}) below {1 - 0.5 / total:.3g}, or add images to it"
+        else:
+            fix = f"raise dataset.test_fraction (now {fraction}), or add images to it"
+        raise PipelineError(f"class {dataset.class_names[label]!r} gets {int(train)} training and {int(test)} test "
+                            f"image(s) of {total}; every class needs both: {fix}")
+
+
+def class_sheet(manifest: pd.DataFrame, class_names: list[str], max_classes: int, per_class: int) -> Image.Image:
+    """A grid of the first training images of each class, to see the domain being adapted to; each
+    image is decoded as a thumbnail, so the sheet costs the same whatever the images' size."""
     train = manifest[manifest["split"] == "train"]
     rows = []
     for label, name in list(enumerate(class_names))[:max_classes]:
         members = train[train["label"] == label].head(per_class)
-        rows.append((name, [open_image(path, data) for path, data in zip(members["path"], members["image"])]))
-    class_grid(rows, png_path, "no training images")
+        rows.append((name, [open_thumbnail(path, data, CELL) for path, data in zip(members["path"], members["image"])]))
+    return grid_image(rows, "no training images")
 
 
 def unlabeled_mask(manifest: pd.DataFrame) -> np.ndarray:

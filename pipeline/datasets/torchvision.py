@@ -5,7 +5,11 @@ Imports are absolute, so this module does not shadow the real `torchvision` pack
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
+from typing import Iterator
+from urllib.error import URLError
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,33 @@ _TORCHVISION = {
     "cifar100": ("CIFAR100", {"train": True}, {"train": False}),
     "mnist": ("MNIST", {"train": True}, {"train": False}),
 }
+
+
+@contextlib.contextmanager
+def cleaned_up_download(params: DatasetParams) -> Iterator[None]:
+    """Run a `dataset.download: true` load; without a network, a one-line error instead of a URLError
+    traceback, and the folders the attempt made (torchvision makes them before it fetches) are removed:
+    only those, so a copy already under dataset.root is never touched."""
+    root = Path(params.root).expanduser()
+    top = None if root.exists() else root  # the highest folder of dataset.root the attempt would create
+    while top is not None and not top.parent.exists():
+        top = top.parent
+    before = set(root.iterdir()) if root.is_dir() else set()
+    try:
+        yield
+    except (URLError, ConnectionError, TimeoutError) as error:
+        if top is not None:
+            created = [top]
+        else:
+            created = sorted(set(root.iterdir()) - before) if root.is_dir() else []
+        for path in created:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        reason = getattr(error, "reason", None) or error
+        raise PipelineError(f"dataset.download: cannot download {params.name} ({reason}); no network? Download it "
+                            f"yourself to {root} and set dataset.download: false") from None
 
 
 def _torchvision_items(dataset) -> tuple[list[str | None], list[bytes | None], list[int]]:
