@@ -10,20 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline.datasets import load_dataset
 from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams, WorldParams
 
-
-def _jpg(path: Path, value: int = 100) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (4, 4), (value, 50, 50)).save(path)
-    return str(path)
+from benchmark_fakes import CUB_CLASSES, fake_class_folders, fake_cub, fake_dtd, fake_fgvc, fake_flowers
 
 
 def _load(name: str, root: Path, **options):
@@ -32,19 +26,6 @@ def _load(name: str, root: Path, **options):
 
 def _counts(dataset) -> dict:
     return dataset.frame.groupby("split").size().to_dict()
-
-
-def fake_flowers(root: Path) -> Path:
-    from scipy.io import savemat
-
-    base = root / "flowers-102"
-    labels = np.array([(i - 1) % 102 + 1 for i in range(1, 307)])   # image i has label i mod 102 (1-based)
-    for i in range(1, 307):
-        _jpg(base / "jpg" / f"image_{i:05d}.jpg")
-    savemat(base / "imagelabels.mat", {"labels": labels[None]})
-    savemat(base / "setid.mat", {"trnid": np.arange(1, 103)[None], "valid": np.arange(103, 205)[None],
-                                 "tstid": np.arange(205, 307)[None]})
-    return base
 
 
 def test_flowers102_pool_is_train_plus_val_with_grips_names(tmp_path):
@@ -59,14 +40,7 @@ def test_flowers102_pool_is_train_plus_val_with_grips_names(tmp_path):
 
 def test_dtd_pool_is_train1_plus_val1_and_test_is_test1(tmp_path):
     folders = shipped_class_names("dtd")
-    base = tmp_path / "dtd" / "dtd"
-    (base / "labels").mkdir(parents=True)
-    for part, index in (("train", 1), ("val", 2), ("test", 3), ("train", 4)):
-        lines = [f"{c}/{c}_{index:04d}.jpg" for c in folders]
-        for line in lines:
-            _jpg(base / "images" / line)
-        if index < 4:  # image 4 exists on disk but partition 1 does not list it
-            (base / "labels" / f"{part}1.txt").write_text("\n".join(lines) + "\n")
+    fake_dtd(tmp_path)
     dataset = _load("dtd", tmp_path)
     assert _counts(dataset) == {"train": 94, "test": 47}
     assert dataset.class_names == folders and len(folders) == 47
@@ -76,14 +50,7 @@ def test_dtd_pool_is_train1_plus_val1_and_test_is_test1(tmp_path):
 
 def test_fgvc_aircraft_labels_follow_grips_order_not_variants_txt(tmp_path):
     names, variants = shipped_class_names("fgvc_aircraft"), shipped_folders("fgvc_aircraft", "variants")
-    base = tmp_path / "fgvc-aircraft-2013b" / "data"
-    base.mkdir(parents=True)
-    (base / "variants.txt").write_text("\n".join(sorted(variants)) + "\n")   # the archive lists them in ASCII order
-    for part, offset in (("trainval", 1000000), ("test", 2000000)):
-        lines = [f"{offset + i} {v}" for i, v in enumerate(sorted(variants))]
-        for line in lines:
-            _jpg(base / "images" / f"{line.split()[0]}.jpg")
-        (base / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
+    base = fake_fgvc(tmp_path)
     dataset = _load("fgvc_aircraft", tmp_path)
     assert _counts(dataset) == {"train": 100, "test": 100} and dataset.class_names == names
     assert sorted(variants) != variants  # the two orders really differ (at 20 places)
@@ -103,9 +70,7 @@ def test_fgvc_aircraft_labels_follow_grips_order_not_variants_txt(tmp_path):
 def test_class_folder_benchmarks_get_the_papers_names_and_a_seeded_split(tmp_path, name, inner, per_class,
                                                                           test_per_class):
     folders = shipped_folders(name)
-    for folder in folders:
-        for i in range(per_class):
-            _jpg(tmp_path.joinpath(*inner) / folder / f"{folder}_{i + 1}.jpg", 10 * i)
+    fake_class_folders(tmp_path, name, inner, per_class)
     dataset = _load(name, tmp_path)
     assert dataset.class_names == shipped_class_names(name)
     counts = dataset.frame.groupby(["label", "split"]).size().unstack()
@@ -120,23 +85,12 @@ def test_class_folder_benchmarks_get_the_papers_names_and_a_seeded_split(tmp_pat
 
 
 def test_cub_uses_the_official_split_and_class_names_from_classes_txt(tmp_path):
-    base = tmp_path / "CUB_200_2011"
-    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
-    images, labels, split = [], [], []
-    for number in range(1, 10):
-        folder = classes[(number - 1) % 3]
-        _jpg(base / "images" / folder / f"bird_{number}.jpg")
-        images.append(f"{number} {folder}/bird_{number}.jpg")
-        labels.append(f"{number} {(number - 1) % 3 + 1}")
-        split.append(f"{number} {int(number <= 6)}")
-    for file, lines in (("classes", [f"{i + 1} {c}" for i, c in enumerate(classes)]), ("images", images),
-                        ("image_class_labels", labels), ("train_test_split", split)):
-        (base / f"{file}.txt").write_text("\n".join(lines) + "\n")
+    base = fake_cub(tmp_path)
     dataset = _load("cub", tmp_path)
     assert dataset.class_names == ["black footed albatross", "laysan albatross", "sooty albatross"]
     assert _counts(dataset) == {"train": 6, "test": 3}
     assert dataset.frame["label"].tolist() == [0, 1, 2] * 3
-    (base / "images" / classes[0] / "bird_7.jpg").unlink()
+    (base / "images" / CUB_CLASSES[0] / "bird_7.jpg").unlink()
     with pytest.raises(PipelineError, match=r"1 image\(s\) named by the split lists are missing, e\.g\. \S+bird_7.jpg"):
         _load("cub", tmp_path)
 

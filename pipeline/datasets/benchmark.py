@@ -39,10 +39,13 @@ def _lines(path: Path) -> list[str]:
 
 
 def locate(root: str, inner: tuple[str, ...], marker: str, dataset: str, layout: str) -> Path:
-    """The folder holding `marker`: `root` itself or `root/<inner...>` (the archive's top folders)."""
+    """The folder holding `marker`: `root` itself or `root/<a run of inner...>`, shallowest first, so
+    `root` may be above the archive's top folders (`inner`) or already inside any of them."""
     base = Path(root).expanduser()
-    for depth in range(len(inner) + 1):
-        candidate = base.joinpath(*inner[:depth])
+    runs = dict.fromkeys(inner[start:start + length] for length in range(len(inner) + 1)
+                         for start in range(len(inner) - length + 1))
+    for run in runs:
+        candidate = base.joinpath(*run)
         if (candidate / marker).exists():
             return candidate
     raise PipelineError(
@@ -76,6 +79,13 @@ def missing_files(paths: list[str], dataset: str) -> None:
         )
 
 
+def differences(found: list[str], expected: list[str]) -> str:
+    """What sets `found` apart from `expected`, e.g. "unknown: ['zbanded']; missing: ['banded']"."""
+    parts = (("unknown", sorted(set(found) - set(expected))), ("missing", sorted(set(expected) - set(found))),
+             ("listed twice", sorted({f for f in found if found.count(f) > 1})))
+    return "; ".join(f"{what}: {items[:SHOWN]}" for what, items in parts if items)
+
+
 def frame(paths: list[str], ids: list[str], splits: list[str], labels: list[int]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "path": paths, "image": None, "split": splits,
                          "label": np.asarray(labels, dtype=np.int64)})
@@ -97,13 +107,44 @@ def renamed(dataset: Dataset, class_names_file: str | None, keys: list[str] | No
     """Apply `dataset.class_names_file`: a text file with one name per line in label order (GRIP's
     class_files format), or a JSON object from each class's key (its folder for folder-style sources,
     otherwise its default name) to the name to use."""
-    if not class_names_file:
-        return dataset
+    folders = keys is not None
+    keys = keys or dataset.class_names
+    if class_names_file:
+        names = _names_from_file(class_names_file, keys)
+        source = class_names_file
+    else:
+        names = dataset.class_names
+        source = "folder names (underscores and hyphens become spaces)" if folders else "the source's class names"
+    _check_names(keys, names, "class folders" if folders else "classes", source)
+    return Dataset(dataset.frame, names)
+
+
+def _check_names(keys: list[str], names: list[str], what: str, source: str) -> None:
+    """An empty name is no prompt, and two classes with one name are one class to CLIP (its tokenizer
+    ignores case and spacing): both are refused for every source, whatever names it."""
+    empty = [key for key, name in zip(keys, names) if not name.strip()]
+    if empty:
+        raise PipelineError(f"{what} {', '.join(repr(k) for k in empty[:SHOWN])} get an empty class name (names "
+                            f"from {source}); rename them or give them names in dataset.class_names_file")
+    by_name: dict[str, list[str]] = {}
+    for key, name in zip(keys, names):
+        by_name.setdefault(" ".join(name.lower().split()), []).append(key)
+    clashes = [(name, group) for name, group in by_name.items() if len(group) > 1]
+    if clashes:
+        raise PipelineError(
+            f"{what} share a class name: "
+            + "; ".join(f"{' and '.join(repr(k) for k in group)} -> {name!r}" for name, group in clashes[:SHOWN])
+            + f" (names from {source}, compared ignoring case and spacing). "
+            + ("Merge or rename the folders, or give" if what == "class folders" else "Give")
+            + " them distinct names in dataset.class_names_file"
+        )
+
+
+def _names_from_file(class_names_file: str, keys: list[str]) -> list[str]:
     path = Path(class_names_file).expanduser()
     if not path.is_file():
         raise PipelineError(f"dataset.class_names_file={class_names_file!r} does not exist; fix the path or "
                             "remove the key")
-    keys = keys or dataset.class_names
     if path.suffix.lower() == ".json":
         try:
             mapping = json.loads(path.read_text())
@@ -121,13 +162,12 @@ def renamed(dataset: Dataset, class_names_file: str | None, keys: list[str] | No
                 + (f"names for keys that are no class {extra[:SHOWN]}" if extra else "")
                 + f"; its keys must be exactly these {len(keys)}: {keys[:SHOWN]}..."
             )
-        names = [str(mapping[k]) for k in keys]
-    else:
-        names = _lines(path)
-        if len(names) != len(keys):
-            raise PipelineError(f"{path} has {len(names)} non-empty lines but the dataset has {len(keys)} classes; "
-                                "give one class name per line, in label order")
-    return Dataset(dataset.frame, names)
+        return [str(mapping[k]) for k in keys]
+    names = _lines(path)
+    if len(names) != len(keys):
+        raise PipelineError(f"{path} has {len(names)} non-empty lines but the dataset has {len(keys)} classes; "
+                            "give one class name per line, in label order")
+    return names
 
 
 def class_folder_dataset(base: Path, folders: list[str], names: list[str], params: DatasetParams,

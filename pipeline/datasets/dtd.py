@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.datasets import Dataset
-from pipeline.datasets.benchmark import frame, locate, missing_files, shipped_class_names
+from pipeline.datasets.benchmark import differences, frame, locate, missing_files, shipped_class_names
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams
 
@@ -16,8 +16,15 @@ PARTITION = 1
 
 
 def load(params: DatasetParams) -> Dataset:
+    """Labels follow the class folders' names (DTD's names are its folders), never their position on disk."""
     base = locate(params.root, ("dtd", "dtd"), "labels", "dtd", LAYOUT)
-    folders = sorted(p.name for p in (base / "images").iterdir() if p.is_dir()) if (base / "images").is_dir() else []
+    names = shipped_class_names("dtd")
+    images = base / "images"
+    folders = [p.name for p in images.iterdir() if p.is_dir()] if images.is_dir() else []
+    if set(folders) != set(names):
+        raise PipelineError(f"dtd: {images} does not hold DTD's {len(names)} class folders "
+                            f"({differences(folders, names)}); restore the archive's folder names")
+    label_of = {name: label for label, name in enumerate(names)}
     paths, ids, splits, labels = [], [], [], []
     for part, split in (("train", "train"), ("val", "train"), ("test", "test")):
         listing = base / "labels" / f"{part}{PARTITION}.txt"
@@ -25,14 +32,11 @@ def load(params: DatasetParams) -> Dataset:
             raise PipelineError(f"dtd: {listing} is missing; unpack the complete archive (labels/{part}{PARTITION}.txt)")
         for line in listing.read_text().split():
             folder = line.split("/")[0]
-            if folder not in folders:
-                raise PipelineError(f"dtd: {listing} names {line}, but {base / 'images' / folder} is not a folder")
+            if folder not in label_of:
+                raise PipelineError(f"dtd: {listing} names {line}, but {images / folder} is not a DTD class folder")
             paths.append(str(Path(base, "images", line)))
             ids.append(f"{split}/{line}")
             splits.append(split)
-            labels.append(folders.index(folder))
-    names = shipped_class_names("dtd")
-    if len(folders) != len(names):
-        raise PipelineError(f"dtd: {base / 'images'} holds {len(folders)} class folders, DTD has {len(names)}")
+            labels.append(label_of[folder])
     missing_files(paths, "dtd")
     return Dataset(frame(paths, ids, splits, labels), names)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.datasets import Dataset
-from pipeline.datasets.benchmark import frame, locate, missing_files, shipped_class_names, shipped_folders
+from pipeline.datasets.benchmark import (differences, frame, locate, missing_files, shipped_class_names,
+                                        shipped_folders)
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetParams
 
@@ -22,7 +23,7 @@ def load(params: DatasetParams) -> Dataset:
     ordered = shipped_folders("fgvc_aircraft", "variants")
     if sorted(variants) != sorted(ordered):
         raise PipelineError(f"fgvc_aircraft: {base / 'variants.txt'} does not list FGVC-Aircraft's 100 variants "
-                            f"(unknown: {sorted(set(variants) - set(ordered))[:5]}); re-unpack the archive")
+                            f"({differences(variants, ordered)}); re-unpack the archive")
     index = {variant: label for label, variant in enumerate(ordered)}
     paths, ids, splits, labels = [], [], [], []
     for part, split in (("trainval", "train"), ("test", "test")):

@@ -50,7 +50,6 @@ def folder_dataset(params: DatasetParams) -> Dataset:
     class_folders = _class_folders(root, split_roots)
     names = renamed(Dataset(pd.DataFrame(), [pretty_class_name(f) for f in class_folders]),
                     params.class_names_file, keys=class_folders).class_names
-    _check_distinct_names(class_folders, names, params.class_names_file)
 
     skipped: list[Path] = []
     if split_roots:
@@ -108,22 +107,6 @@ def _class_folders(root: Path, split_roots: dict[str, Path]) -> list[str]:
     if not folders:
         raise PipelineError(f"{root} has no class folders; expected {RECOGNISED_LAYOUTS} with <class>/*.jpg inside")
     return folders
-
-
-def _check_distinct_names(folders: list[str], names: list[str], class_names_file: str | None) -> None:
-    """Two folders with one name would be one class to CLIP (its tokenizer ignores case and spacing)."""
-    by_name: dict[str, list[str]] = {}
-    for folder, name in zip(folders, names):
-        by_name.setdefault(" ".join(name.lower().split()), []).append(folder)
-    clashes = [(name, group) for name, group in by_name.items() if len(group) > 1]
-    if clashes:
-        source = class_names_file or "folder names (underscores and hyphens become spaces)"
-        raise PipelineError(
-            "class folders share a class name: "
-            + "; ".join(f"{' and '.join(repr(f) for f in group)} -> {name!r}" for name, group in clashes[:SHOWN])
-            + f" (names from {source}). Merge or rename the folders, or give them distinct names"
-            " in dataset.class_names_file"
-        )
 
 
 def _files(folder: Path, skipped: list[Path]) -> list[Path]:
