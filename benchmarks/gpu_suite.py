@@ -361,7 +361,9 @@ def run(cfg, out: Path, arms: list[str], resume: bool) -> None:
 
     device = _device(cfg)
     if cfg.device == "cpu":
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+        from pipeline.devices import fixed_threads   # OMP_NUM_THREADS=2,1 or a bad PIPELINE_THREADS handled
+
+        torch.set_num_threads(fixed_threads() or torch.get_num_threads())
     if not resume:
         for name in arms:
             (out / f"{name}.json").unlink(missing_ok=True)

@@ -47,11 +47,21 @@ def _stage_lock(name: str) -> Iterator[None]:
 def _os_error_message(error: OSError) -> str | None:
     """Filesystem faults a user can fix (permissions, full or read-only disk) as one line; None for others."""
     where = f" {error.filename}" if error.filename else ""
+    if isinstance(error, PermissionError) and error.filename and not _readable(error.filename):
+        return f"cannot read{where}: {error.strerror}; make it readable (chmod u+r, and u+x for a folder)"
     if isinstance(error, PermissionError) or error.errno == errno.EROFS:
         return f"cannot write{where}: {error.strerror}; make the folder writable (or run from a writable copy)"
     if error.errno == errno.ENOSPC:
         return f"no space left on the device while writing{where}; free some space and run again"
     return None
+
+
+def _readable(path: str | bytes | os.PathLike) -> bool:
+    """Whether the refusal was a read (an existing file or folder we may not read or list): the error
+    itself does not say whether reading or writing was refused."""
+    if not os.path.exists(path):
+        return True
+    return os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0))
 
 
 @contextlib.contextmanager

@@ -240,3 +240,26 @@ def test_an_image_changed_outside_the_repo_reruns_what_reads_it(repo, tmp_path):
     rerun = ran(run(["dvc", "repro"], repo))
     assert rerun[:3] == ["check", "prepare", "features_real"] and "diagnose" in rerun and "generate" not in rerun
     assert ran(run(["dvc", "repro"], repo)) == ["check"]
+
+
+def test_a_stage_failing_under_dvc_repro_leaves_no_partial_output_and_its_lock_entry(repo, tmp_path):
+    """Issue 28's "nothing replaced" under DVC, which removes a stage's outputs before running it: a
+    prepare refused mid-way (two class folders, one class name) leaves none of its outputs and its
+    dvc.lock entry as it was."""
+    from PIL import Image
+
+    root = tmp_path / "clash"
+    for label, name in enumerate(("cat", "Cat")):
+        (root / name).mkdir(parents=True)
+        for index in range(4):
+            Image.new("RGB", (32, 32), (60 * label, 30 * index, 90)).save(root / name / f"{index}.png")
+    before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
+    set_params(repo, dataset__name="folder", dataset__root=str(root), method="zeroshot", adapt__enabled=False,
+               generate__images_per_class=0)
+    failed = run(["dvc", "repro"], repo, fails=True)
+    assert "class folders share a class name: 'Cat' and 'cat' -> 'cat'" in failed
+    assert ran(failed) == ["check", "prepare"]
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"] == before
+    prepared = repo / "data" / "prepared"
+    assert not prepared.exists() or not [p for p in prepared.rglob("*") if p.is_file()]
+    assert not (repo / "plots" / "train_images.png").exists()

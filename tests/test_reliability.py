@@ -217,6 +217,24 @@ def test_an_unwritable_output_folder_is_one_line(project, monkeypatch):
     assert "Traceback" not in output
 
 
+def test_a_refused_read_is_named_a_read_and_a_refused_write_a_write(tmp_path, monkeypatch, capsys):
+    """Issue 28 item 22 for every stage: PermissionError does not say which was refused, so the existing
+    path's own permissions decide (as root nothing is unreadable, so os.access is faked for one folder)."""
+    from stages import _cli
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_cli.os, "access", lambda path, mode: Path(path) != secret)
+    for path, said in ((secret, f"cannot read {secret}: Permission denied; make it readable"),
+                       (tmp_path / "new" / "file", f"cannot write {tmp_path}/new/file: Permission denied; make "
+                                                   "the folder writable")):
+        with pytest.raises(SystemExit) as stopped, _cli.stage("probe"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        assert stopped.value.code == 2
+        assert f"error in stage probe: {said}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_artifacts_respect_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
