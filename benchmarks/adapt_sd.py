@@ -2,7 +2,7 @@
 
 No download: the UNet, VAE and text encoder are built from SD 1.5's published architecture (860 M UNet
 parameters) with random weights; the cost of a step does not depend on the weights. Prints seconds per
-step and the implied time of the README's real-data setting (adapt.steps 1000, batch 4, 512 px).
+step and the implied time of docs/real_data.md's setting (adapt.steps 1000, batch 4, 512 px).
 
     python benchmarks/adapt_sd.py --device cuda --resolution 512 --batch-size 4 --steps 20
 """

@@ -40,8 +40,8 @@ sys.path[:0] = [str(BENCHMARKS.parent), str(BENCHMARKS)]  # `pipeline` and the s
 
 # Flowers102 as the pipeline reads it (pipeline/datasets/flowers102.py: pool = trnid + valid, test = tstid).
 FLOWERS = SimpleNamespace(classes=102, pool=2040, test=6149, synthetic_per_class=120)
-# README "Run a real dataset": adapt.steps 1000, adapt.batch_size 4, adapt.resolution 512; SD-Turbo 1 step.
-README_ADAPT_STEPS = 1000
+# docs/real_data.md: adapt.steps 1000, adapt.batch_size 4, adapt.resolution 512; SD-Turbo 1 step.
+REAL_DATA_ADAPT_STEPS = 1000
 ROUNDS = 10  # pseudolabel.rounds under protocol grip
 
 GPU = SimpleNamespace(
@@ -469,7 +469,7 @@ def extrapolate(out: Path, toy: bool, unlabeled: int, arms: list[str] = ARMS) ->
     grip = PROTOCOLS["grip"].recipe
     steps, ks = grip_steps(unlabeled, C)
     result: dict = {"toy": toy, "classes": C, "unlabeled": unlabeled, "synthetic_images": synthetic,
-                    "real_images": real, "adapt_steps": README_ADAPT_STEPS, "grip_steps": steps, "grip_k": ks}
+                    "real_images": real, "adapt_steps": REAL_DATA_ADAPT_STEPS, "grip_steps": steps, "grip_k": ks}
 
     def part(key: str, figures: dict | None, cost, why: str) -> tuple[str, float | None, str]:
         """(key, seconds or None, the line): `cost(figures)` gives (seconds, formula)."""
@@ -496,12 +496,12 @@ def extrapolate(out: Path, toy: bool, unlabeled: int, arms: list[str] = ARMS) ->
     lines = [f"Extrapolated wall time of full AiR on Flowers102{' (TOY figures: meaningless)' if toy else ''}: "
              f"C = {C}, |U| = {unlabeled:,} (train+val pool, pipeline/datasets/flowers102.py), "
              f"{FLOWERS.test:,} test, {per_class} synthetic images/class"]
-    for kind, label in (("sd-turbo", "generator SD-Turbo, 1 step (README's real-data setting)"),
+    for kind, label in (("sd-turbo", "generator SD-Turbo, 1 step (docs/real_data.md's setting)"),
                         ("sd15", "generator SD 1.5, 25 steps with guidance, instead")):
         parts = [
             part("adapt", _figures(out, f"adapt_{kind}"),
-                 lambda f: (README_ADAPT_STEPS * f["s_per_step"],
-                            f"{README_ADAPT_STEPS} steps (batch {f['batch_size']}, {f['resolution']} px) x "
+                 lambda f: (REAL_DATA_ADAPT_STEPS * f["s_per_step"],
+                            f"{REAL_DATA_ADAPT_STEPS} steps (batch {f['batch_size']}, {f['resolution']} px) x "
                             f"{f['s_per_step']:.4f} s/step"),
                  _why(out, f"adapt_{kind}")),
             part("generate", _figures(out, f"generate_{kind}"),

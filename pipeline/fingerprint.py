@@ -166,7 +166,7 @@ def _checked_descriptions(location: str) -> str:
     key = f"coft.descriptions_file={location!r}"
     if not Path(location).is_file():
         raise PipelineError(f"{key} {'is not a file' if Path(location).exists() else 'does not exist'}; give a "
-                            'JSON file {"class name": ["description", ...]} (README "CoFT / CoFT+")')
+                            'JSON file {"class name": ["description", ...]} (docs/methods.md, "CoFT / CoFT+")')
     raw = _small_file("coft.descriptions_file", location)
     try:
         data = json.loads(raw)

@@ -353,7 +353,7 @@ class TrainParams(_Strict):
 
 class CoftParams(_Strict):
     """CoFT / CoFT+ (pipeline/methods/coft.py, coft_plus.py): a reconstruction from the abstract; every
-    choice the paper's body would fix is a knob here (README "CoFT / CoFT+")."""
+    choice the paper's body would fix is a knob here (docs/methods.md, "CoFT / CoFT+")."""
 
     negative_init: str = "a photo without a"  # the negative context's initial phrase
     negative_weight: float = Field(1.0, ge=0)   # the negative prompt's yes/no loss, beside CE on the positive

@@ -149,7 +149,7 @@ def read_descriptions(path: str, class_names: list[str]) -> list[list[str]]:
     file = Path(path)
     if not file.exists():
         raise PipelineError(f"coft.descriptions_file={path!r} does not exist; give a JSON file "
-                            '{"class name": ["description", ...]} (README "CoFT / CoFT+")')
+                            '{"class name": ["description", ...]} (docs/methods.md, "CoFT / CoFT+")')
     try:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as error:

@@ -3,8 +3,8 @@
 `protocol: project | grip | cpl` (params.yaml) picks one; each is one object here that says how the
 TRZSL seen classes and SSL labels are drawn, how labeled and pseudo-labeled examples are weighed
 and batched, what is held out of training, and the default recipe and templates (every `train.*`
-recipe key or `clip.templates` left `null` takes the protocol's value; one you set wins). The README
-table "Protocols" lists each rule beside the reference file it was read from.
+recipe key or `clip.templates` left `null` takes the protocol's value; one you set wins). The table
+"Protocols" in docs/protocols.md lists each rule beside the reference file it was read from.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tables for the README from `scripts/adaptation_study.py` and `scripts/methods_direct.py` outputs.
+"""Tables for docs/results.md from `scripts/adaptation_study.py` and `scripts/methods_direct.py` outputs.
 
     python scripts/adaptation_report.py studies/adaptation results/adaptation results/adaptation_runs.json
 

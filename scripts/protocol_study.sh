@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's demo table "protocol: project vs protocol: grip": zero-shot, GRIP and AiR under UL, SSL
+# The demo table of docs/protocols.md "protocol: project vs protocol: grip": zero-shot, GRIP and AiR under UL, SSL
 # and TRZSL, 3 seeds, as DVC experiments through the benchmark matrix command.
 #
 # Budget (2 CPU cores): 5 re-labelling rounds instead of 10 and a tenth of each protocol's epochs

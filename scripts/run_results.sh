@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's results table: methods on the demo target, 3 seeds each, as DVC experiments.
+# The results table of docs/results.md: methods on the demo target, 3 seeds each, as DVC experiments.
 # Generation and feature extraction run once (cached); each experiment re-runs pseudolabel/train/evaluate.
 #   bash scripts/run_results.sh
 #   dvc exp show --json > /tmp/exps.json && python scripts/results_table.py /tmp/exps.json

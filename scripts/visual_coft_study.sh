@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo-world study of image-space training and CoFT / CoFT+ (README "Visual prompts, adapters,
+# The demo-world study of image-space training and CoFT / CoFT+ (docs/methods.md "Visual prompts, adapters,
 # full fine-tuning" and "CoFT / CoFT+"): UL, 3 seeds, one experiment each, run one after another in
 # the workspace (2 CPU cores: parallel experiments only slow each other down).
 # Budget cut, the same as the protocol study's: 5 re-labelling rounds (GRIP, AiR), 5 epochs a round.

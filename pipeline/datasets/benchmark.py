@@ -63,7 +63,7 @@ def download(dataset: str, root: str) -> None:
     """Let torchvision fetch the archive into `root` (when online)."""
     if dataset not in DOWNLOADABLE:
         raise PipelineError(f"dataset.name={dataset!r} cannot be downloaded here; put its files under dataset.root "
-                            "as the README's 'Reproducing the papers' section shows, and set dataset.download: false")
+                            "as docs/protocols.md's 'The benchmarks' shows, and set dataset.download: false")
     import torchvision.datasets as tvd
 
     getattr(tvd, DOWNLOADABLE[dataset])(root, download=True)
