@@ -135,8 +135,8 @@ def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeat
     import numpy as np
     import torch
 
-    from pipeline.models import load_clip
-    from pipeline.prompts import PromptLearner
+    from pipeline.clip.models import load_clip
+    from pipeline.clip.prompts import PromptLearner
 
     def step(forward, learner) -> None:
         learner.ctx.grad = None

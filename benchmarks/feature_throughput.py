@@ -2,7 +2,7 @@
 
 Both arms encode the same images with the same model and batch size, side by side in one run:
   bare     `model.encode_image` on tensors decoded and preprocessed beforehand (the model alone)
-  ours     `pipeline.features.encode_image_shards` from the images' PNG bytes: DataLoader workers
+  ours     `pipeline.clip.features.encode_image_shards` from the images' PNG bytes: DataLoader workers
            decode and preprocess while the model runs, shards land in a cache, and are read back
 Prints images/s and their ratio (goal ≥ 0.9: the DataLoader keeps the model busy).
 
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.datasets import load_dataset
+from pipeline.datasets.loading import load_dataset
 from pipeline.datasets.images import open_image
-from pipeline.features import encode_image_shards
-from pipeline.models import load_clip
-from pipeline.params import ClipParams, DatasetParams, WorldParams
+from pipeline.clip.features import encode_image_shards
+from pipeline.clip.models import load_clip
+from pipeline.config.params import ClipParams, DatasetParams, WorldParams
 
 
 def main() -> None:

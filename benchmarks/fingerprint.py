@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.fingerprint import folder_listing
+from pipeline.check.fingerprint import folder_listing
 
 
 def build(root: Path, files: int, classes: int = 100, size: int = 1024) -> None:

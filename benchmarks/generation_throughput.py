@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.devices import resolve_dtype, torch_threads
-from pipeline.generation import _plan, generate_synthetic, load_generator
-from pipeline.params import ComputeParams, GenerateParams
+from pipeline.runtime.devices import resolve_dtype, torch_threads
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.synthetic import plan_shards
+from pipeline.config.params import ComputeParams, GenerateParams
 
 
 def random_weights_model(kind: str, folder: Path, dtype: torch.dtype) -> str:
@@ -66,7 +68,7 @@ def random_weights_model(kind: str, folder: Path, dtype: torch.dtype) -> str:
 def direct(params: GenerateParams, classes: list[str], device: torch.device, dtype: torch.dtype) -> float:
     """Seconds for the plan's images through the pipeline object itself, model already loaded."""
     pipe = load_generator(params.model, device, dtype)
-    jobs = [job for shard in _plan(params, classes, params.seed) for job in shard]
+    jobs = [job for shard in plan_shards(params, classes, params.seed) for job in shard]
     call = lambda batch: pipe(prompt=[j.prompt for j in batch], height=params.size, width=params.size,  # noqa: E731
                               num_inference_steps=params.steps, guidance_scale=params.guidance,
                               generator=[torch.Generator(device=device).manual_seed(j.seed) for j in batch])

@@ -17,7 +17,7 @@ the other benchmarks: `generation_throughput.random_weights_model` (SD 1.5 / SD-
 pipelines, saved once per shape and loaded by both that shape's arms) and `.direct` (images/s),
 `adapt_sd.seconds_per_step` (the adapt stage's LoRA step), `feature_throughput.py`'s
 `main` (run in-process with arguments), `method_costs.train_seconds` (`fit_prompt`, the real training
-loop) and `pipeline.prompts.PromptLearner` (`forward` vs `forward_reference`, eager vs `torch.compile`).
+loop) and `pipeline.clip.prompts.PromptLearner` (`forward` vs `forward_reference`, eager vs `torch.compile`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ _CLIPS: dict = {}
 
 
 def _clip(cfg):
-    from pipeline.models import load_clip
+    from pipeline.clip.models import load_clip
 
     if cfg.clip not in _CLIPS:
         _CLIPS.clear()
@@ -139,9 +139,9 @@ def _prompt_arm(cfg, path: str, compiled: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.candidates import LOGIT_SCALE
+    from pipeline.core.candidates import LOGIT_SCALE
     from pipeline.datasets.benchmark import shipped_class_names
-    from pipeline.prompts import PromptLearner
+    from pipeline.clip.prompts import PromptLearner
 
     p, device = cfg.prompt, _device(cfg)
     clip = _clip(cfg)
@@ -200,8 +200,8 @@ def arm_prompt_fit(cfg) -> dict:
     from method_costs import train_seconds
 
     from pipeline.datasets.benchmark import shipped_class_names
-    from pipeline.params import TrainParams
-    from pipeline.protocols import PROTOCOLS
+    from pipeline.config.params import TrainParams
+    from pipeline.config.protocols import PROTOCOLS
 
     recipe = {key: value for key, value in PROTOCOLS["grip"].recipe.items() if key not in ("augment", "crop_scale")}
     recipe.update(epochs=cfg.fit["epochs"], warmup_epochs=0)
@@ -273,8 +273,8 @@ def _generate_arm(cfg, kind: str) -> dict:
     from PIL import Image
 
     from generation_throughput import direct
-    from pipeline.generation import _png
-    from pipeline.params import GenerateParams
+    from pipeline.diffusion.generate import _png
+    from pipeline.config.params import GenerateParams
 
     g, device, dtype = cfg.generate[kind], _device(cfg), _dtype(cfg)
     model, build_s = _generator(cfg, kind)
@@ -300,7 +300,7 @@ def _adapt_arm(cfg, kind: str) -> dict:
     on this generator shape."""
     from adapt_sd import seconds_per_step
 
-    from pipeline.generation import load_generator
+    from pipeline.diffusion.loading import load_generator
 
     a, device = cfg.adapt, _device(cfg)
     model, build_s = _generator(cfg, kind)
@@ -361,7 +361,7 @@ def run(cfg, out: Path, arms: list[str], resume: bool) -> None:
 
     device = _device(cfg)
     if cfg.device == "cpu":
-        from pipeline.devices import fixed_threads   # OMP_NUM_THREADS=2,1 or a bad PIPELINE_THREADS handled
+        from pipeline.runtime.devices import fixed_threads   # OMP_NUM_THREADS=2,1 or a bad PIPELINE_THREADS handled
 
         torch.set_num_threads(fixed_threads() or torch.get_num_threads())
     if not resume:
@@ -442,8 +442,8 @@ def _prompt_summary(out: Path) -> None:
 def grip_steps(unlabeled: int, classes: int) -> tuple[int, list[int]]:
     """Optimiser steps of GRIP's 10 rounds: round t trains `epochs` epochs of ceil(n_t / B) steps on
     n_t = K_t·C pseudo-labels, K_t = GRIP's floor(t·floor(|U|/10)/C), less GRIP's 20% hold-out when K_t ≥ 10."""
-    from pipeline.protocols import PROTOCOLS
-    from pipeline.pseudolabels import grip_k
+    from pipeline.config.protocols import PROTOCOLS
+    from pipeline.pseudolabel.rules import grip_k
 
     grip = PROTOCOLS["grip"]
     ks = [grip_k(t, unlabeled, classes, ROUNDS, grip.k_inner_floor) for t in range(1, ROUNDS + 1)]
@@ -455,7 +455,7 @@ def grip_steps(unlabeled: int, classes: int) -> tuple[int, list[int]]:
 def extrapolate(out: Path, toy: bool, unlabeled: int, arms: list[str] = ARMS) -> dict:
     """Print and write (`extrapolation.json`) the wall time of a full AiR run on Flowers102 from the
     arms' figures: adapt + generate + features + 10 GRIP rounds, for SD-Turbo and for SD 1.5."""
-    from pipeline.protocols import PROTOCOLS
+    from pipeline.config.protocols import PROTOCOLS
 
     for name in arms:  # an asked-for arm the budget never reached gets its file too
         if not (out / f"{name}.json").exists():

@@ -18,13 +18,13 @@ import time
 import numpy as np
 import torch
 
-from pipeline.learners import make_learner_factory
-from pipeline.methods import LossTerm
+from pipeline.training.learners import make_learner_factory
+from pipeline.methods.base import LossTerm
 from pipeline.methods.base import one_hot
-from pipeline.models import load_clip
-from pipeline.params import parse_params
-from pipeline.pixels import PixelSpec
-from pipeline.training import fit_prompt
+from pipeline.clip.models import load_clip
+from pipeline.config.params import parse_params
+from pipeline.clip.pixels import PixelSpec
+from pipeline.training.loop import fit_prompt
 
 WEIGHTS = {"demo-clip": "data/demo/demo-clip.safetensors"}
 NAMES = [f"class {i}" for i in range(24)]

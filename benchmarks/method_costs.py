@@ -18,13 +18,13 @@ import time
 import numpy as np
 import torch
 
-from pipeline.candidates import Candidates
-from pipeline.methods import LossTerm
-from pipeline.models import load_clip
-from pipeline.params import TrainParams
-from pipeline.prompts import PromptLearner
-from pipeline.pseudolabels import grip_k, select_balanced, select_cpl
-from pipeline.training import fit_prompt
+from pipeline.core.candidates import Candidates
+from pipeline.methods.base import LossTerm
+from pipeline.clip.models import load_clip
+from pipeline.config.params import TrainParams
+from pipeline.clip.prompts import PromptLearner
+from pipeline.pseudolabel.rules import grip_k, select_balanced, select_cpl
+from pipeline.training.loop import fit_prompt
 
 
 def train_seconds(clip, names: list[str], n: int, recipe: TrainParams, device: torch.device) -> float:

@@ -3,7 +3,7 @@
 A prompt-training step on cached image features must run the text tower over the C class prompts
 (forward and backward); everything else (indexing the batch's features, the B×C logits, the loss,
 the optimiser step on the context, the scheduler) is overhead. This prints, per C, the seconds of a
-step of `pipeline.training.fit_prompt` (the pipeline's own loop, one epoch of pseudo-labels) and of
+step of `pipeline.training.loop.fit_prompt` (the pipeline's own loop, one epoch of pseudo-labels) and of
 the floor: `learner()` forward + backward and nothing else, measured side by side in one run, and
 their ratio (goal ≤ 1.1).
 
@@ -19,11 +19,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline.methods import LossTerm
-from pipeline.models import load_clip
-from pipeline.params import TrainParams
-from pipeline.prompts import PromptLearner
-from pipeline.training import fit_prompt
+from pipeline.methods.base import LossTerm
+from pipeline.clip.models import load_clip
+from pipeline.config.params import TrainParams
+from pipeline.clip.prompts import PromptLearner
+from pipeline.training.loop import fit_prompt
 
 CPU = torch.device("cpu")
 

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
-from pipeline.artifacts import load_tensors, read_json, read_table
+from pipeline.core import paths
+from pipeline.core.artifacts import load_tensors, read_json, read_table
 from pipeline.datasets.candidate_sets import candidate_masks
-from pipeline.datasets.paradigms import pseudo_label_classes
-from pipeline.errors import PipelineError
-from pipeline.candidates import Candidates
-from pipeline.params import GenerateParams
-from pipeline.pixels import PixelSpec, pixel_cache
-from pipeline.pool import Pool
+from pipeline.datasets.manifest import pseudo_label_classes
+from pipeline.core.errors import PipelineError
+from pipeline.core.candidates import Candidates
+from pipeline.config.params import GenerateParams
+from pipeline.clip.pixels import PixelSpec, pixel_cache
+from pipeline.core.pool import Pool
 
 
 def zero_shot_weights(text: pd.DataFrame, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def training_images(pool: Pool, spec: PixelSpec, generate: GenerateParams, class
     pool.images = np.arange(len(store))
     synthetic = np.zeros((0,) + store.shape[1:], np.uint8)
     if len(pool.synthetic_labels):
-        from pipeline.generation import read_planned_synthetic  # diffusers: only when synthetic images train
+        from pipeline.diffusion.synthetic import read_planned_synthetic  # diffusers: only when synthetic images train
 
         frame = read_planned_synthetic(paths.SYNTHETIC, generate, class_names)
         synthetic = pixel_cache(frame, spec, paths.shared_root() / paths.PIXEL_CACHE, "synthetic images")

@@ -22,15 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import paths
-from pipeline.adaptation import adapt_generator, save_adapter, target_training_images
-from pipeline.artifacts import read_table, write_json, write_table
-from pipeline.auxiliary import class_prototypes
-from pipeline.domain_gap import classifier_accuracies, domain_gap
-from pipeline.features import encode_images
-from pipeline.generation import generate_synthetic, load_generator, read_synthetic
-from pipeline.models import load_clip
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.diffusion.adapt import adapt_generator, target_training_images
+from pipeline.diffusion.lora import save_adapter
+from pipeline.core.artifacts import read_table, write_json, write_table
+from pipeline.auxiliary.prototypes import class_prototypes
+from pipeline.auxiliary.domain_gap import classifier_accuracies, domain_gap
+from pipeline.clip.features import encode_images
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.synthetic import read_synthetic
+from pipeline.clip.models import load_clip
+from pipeline.config.params import load_params
 from pipeline.workspace import load_workspace
 
 PREFIXES = (16, 32, 64, 128)

@@ -40,16 +40,16 @@ def run(spec: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.artifacts import read_table
-    from pipeline.auxiliary import class_prototypes
-    from pipeline.datasets import Dataset
+    from pipeline.core.artifacts import read_table
+    from pipeline.auxiliary.prototypes import class_prototypes
+    from pipeline.datasets.source import Dataset
     from pipeline.datasets.paradigms import apply_paradigm
-    from pipeline.evaluation import predict, split_metrics
-    from pipeline.methods import build_method
-    from pipeline.models import load_clip
-    from pipeline.params import parse_params
-    from pipeline.prompts import PromptLearner
-    from pipeline.training import run_ensemble
+    from pipeline.evaluation.metrics import predict, split_metrics
+    from pipeline.methods.catalog import build_method
+    from pipeline.clip.models import load_clip
+    from pipeline.config.params import parse_params
+    from pipeline.clip.prompts import PromptLearner
+    from pipeline.training.loop import run_ensemble
     from pipeline.workspace import load_workspace, training_pool
 
     data = yaml.safe_load(open("params.yaml"))

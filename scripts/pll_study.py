@@ -43,7 +43,7 @@ def teacher_accuracy(seeds: list[int], rates: list[float], shots: int) -> dict[f
     """Per q, the share of training shots whose handcrafted-prompt argmax within the candidate set is
     the true class (the alignment target's top class; analysis only), mean over seeds."""
     from pipeline.datasets.candidate_sets import draw_candidate_masks
-    from pipeline.pseudolabels import text_posterior
+    from pipeline.pseudolabel.rules import text_posterior
     from pipeline.workspace import load_workspace
 
     workspace = load_workspace(with_synthetic=False)
@@ -66,13 +66,13 @@ def run_study(out: Path, seeds: list[int], rates: list[float], shots: int, overr
     import torch
 
     from pipeline.datasets.candidate_sets import draw_candidate_masks
-    from pipeline.evaluation import accuracy, predict
-    from pipeline.methods import build_method
-    from pipeline.models import load_clip
-    from pipeline.params import parse_params
-    from pipeline.pool import Pool
-    from pipeline.prompts import PromptLearner
-    from pipeline.training import run_method
+    from pipeline.evaluation.metrics import accuracy, predict
+    from pipeline.methods.catalog import build_method
+    from pipeline.clip.models import load_clip
+    from pipeline.config.params import parse_params
+    from pipeline.core.pool import Pool
+    from pipeline.clip.prompts import PromptLearner
+    from pipeline.training.loop import run_method
     from pipeline.workspace import load_workspace
 
     base = yaml.safe_load(open("params.yaml"))

@@ -9,7 +9,7 @@
 set -euo pipefail
 common=(--methods zeroshot,grip,air --paradigms ul,ssl,trzsl --seeds 0,1,2 --set pseudolabel.rounds=5
         --jobs "${JOBS:-2}")
-python -m pipeline.matrix "${common[@]}" --set protocol=project --set train.epochs=5
-python -m pipeline.matrix "${common[@]}" --set protocol=grip --set train.epochs=15
-python -m pipeline.matrix --methods zeroshot,grip,air --paradigms ul,ssl,trzsl --seeds 0,1,2 \
+python -m pipeline.experiments.matrix "${common[@]}" --set protocol=project --set train.epochs=5
+python -m pipeline.experiments.matrix "${common[@]}" --set protocol=grip --set train.epochs=15
+python -m pipeline.experiments.matrix --methods zeroshot,grip,air --paradigms ul,ssl,trzsl --seeds 0,1,2 \
   --set pseudolabel.rounds=5 --grid protocol=project,grip --table-only --out results/protocols_demo.md

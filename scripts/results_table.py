@@ -5,7 +5,7 @@
 
 `--direct FILE` adds the rows of `scripts/methods_direct.py`; where a configuration and seed were also
 run as a DVC experiment, the experiment's row is kept and both are printed as a cross-check. The
-table itself is `pipeline.experiments.markdown_table` (also behind `python -m pipeline.matrix`).
+table itself is `pipeline.experiments.tables.markdown_table` (also behind `python -m pipeline.experiments.matrix`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pipeline.experiments import experiments, flatten, markdown_table
+from pipeline.experiments.tables import experiments, flatten, markdown_table
 
 
 def direct_rows(path: str, existing: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

@@ -7,7 +7,7 @@ world, each a full `dvc repro` at `params.yaml`'s recipe (no epoch or round cuts
     python scripts/worlds_study.py report               # docs/worlds.md and docs/worlds.png from the record
 
 A study seed s sets `seed = adapt.seed = generate.seed = dataset.demo.seed = s`
-(`pipeline.matrix.STUDY_SEED_KEYS`). Runs happen one at a time in a clone of the current commit
+(`pipeline.experiments.matrix.STUDY_SEED_KEYS`). Runs happen one at a time in a clone of the current commit
 (`studies/worlds/project`, DVC's run cache shares the stages cells have in common) and each finished
 run appends one JSON line to `results/worlds/runs.jsonl`: the cell, its overrides, the commit, the
 metrics, the synthetic images' diagnostics and the pseudo-labels' accuracy. That file is the record: a
@@ -30,8 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.matrix import STUDY_SEED_KEYS, assign  # noqa: E402
-from pipeline.params import parse_params  # noqa: E402
+from pipeline.experiments.matrix import STUDY_SEED_KEYS, assign  # noqa: E402
+from pipeline.config.params import parse_params  # noqa: E402
 
 RECORD = ROOT / "results" / "worlds" / "runs.jsonl"
 WORK = ROOT / "studies" / "worlds" / "project"

@@ -20,12 +20,16 @@ from pathlib import Path
 import typer
 from dvclive import Live
 
-from pipeline import paths
-from pipeline.adaptation import LORA_FILE, adapt_generator, prior_images, save_adapter, target_training_images
-from pipeline.artifacts import read_json, read_table, write_json
-from pipeline.devices import resolve_device, resolve_dtype
-from pipeline.generation import generate_synthetic, load_generator, read_synthetic
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.diffusion.adapt import adapt_generator, prior_images, target_training_images
+from pipeline.diffusion.lora import LORA_FILE, save_adapter
+from pipeline.core.artifacts import read_json, read_table, write_json
+from pipeline.runtime.devices import resolve_device, resolve_dtype
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.synthetic import read_synthetic
+from pipeline.core.inputs import reads_synthetic_images
+from pipeline.config.params import load_params
 from pipeline.workspace import load_workspace
 from stages._cli import stage
 
@@ -39,7 +43,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         settings = params.adapt
         shutil.rmtree(paths.ADAPTER, ignore_errors=True)
         with Live(str(paths.ADAPT_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
-            unused = not params.reads_synthetic_images  # whatever adapt.enabled says: one marker for all
+            unused = not reads_synthetic_images()  # whatever adapt.enabled says: one marker for all
             if unused or not settings.enabled:
                 live.log_metric("loss", float("nan"))
                 write_json(paths.ADAPTER_INFO, {"enabled": False, "unused": True} if unused else {"enabled": False})

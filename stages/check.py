@@ -1,15 +1,16 @@
 """check: runs first on every `dvc repro`, in about a second. It validates the whole params file and every
 device key before any stage starts, and writes the fingerprints of the inputs outside the repository
-(`pipeline/fingerprint.py`) that `prepare`, `features`, `adapt` and `generate` depend on."""
+(`pipeline/check/fingerprint.py`) that `prepare`, `features`, `adapt` and `generate` depend on."""
 
 from pathlib import Path
 
 import typer
 
-from pipeline import paths
-from pipeline.devices import check_devices
-from pipeline.fingerprint import write_fingerprints
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.runtime.devices import check_devices
+from pipeline.check.fingerprint import write_fingerprints
+from pipeline.methods.catalog import check_method
+from pipeline.config.params import load_params
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)
@@ -18,7 +19,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     with stage("check") as log:
-        params = load_params(params_file)
+        params = check_method(load_params(params_file), str(params_file))
         check_devices(params)
         fingerprints = write_fingerprints(params, paths.INPUTS)
         listing = fingerprints["dataset"].get("listing")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline import paths
-from pipeline.artifacts import load_tensors, read_json, read_table, write_json
-from pipeline.auxiliary import class_fidelity, faithful
-from pipeline.domain_gap import classifier_accuracies, domain_gap
-from pipeline.generation import contact_sheet
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.core.artifacts import load_tensors, read_json, read_table, write_json
+from pipeline.auxiliary.prototypes import class_fidelity, faithful
+from pipeline.auxiliary.domain_gap import classifier_accuracies, domain_gap
+from pipeline.diffusion.synthetic import contact_sheet
+from pipeline.config.params import load_params
 from pipeline.workspace import load_workspace
 from stages._cli import stage
 

@@ -6,16 +6,16 @@ from pathlib import Path
 import torch
 import typer
 
-from pipeline import paths
-from pipeline.artifacts import atomic_path, load_tensors, read_json, write_json
-from pipeline.evaluation import confusion_rows, per_class_accuracy, predict, split_metrics
-from pipeline.candidates import LOGIT_SCALE
-from pipeline.devices import resolve_device
-from pipeline.errors import PipelineError
-from pipeline.learners import build_visual, encode_store
-from pipeline.models import load_clip
-from pipeline.params import load_params
-from pipeline.pixels import PixelSpec
+from pipeline.core import paths
+from pipeline.core.artifacts import atomic_path, load_tensors, read_json, write_json
+from pipeline.evaluation.metrics import confusion_rows, per_class_accuracy, predict, split_metrics
+from pipeline.core.candidates import LOGIT_SCALE
+from pipeline.runtime.devices import resolve_device
+from pipeline.core.errors import PipelineError
+from pipeline.training.learners import build_visual, encode_store
+from pipeline.clip.models import load_clip
+from pipeline.config.params import load_params
+from pipeline.clip.pixels import PixelSpec
 from pipeline.workspace import load_workspace, split_images
 from stages._cli import stage
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from pipeline import paths
-from pipeline.artifacts import read_json, read_table, write_table
-from pipeline.compute import execution_device
-from pipeline.devices import resolve_device
-from pipeline.features import encode_image_shards, encode_prompts
-from pipeline.generation import read_planned_synthetic, read_synthetic
-from pipeline.models import load_clip
-from pipeline.params import load_params
-from pipeline.paths import shared_root
+from pipeline.core import paths
+from pipeline.core.artifacts import read_json, read_table, write_table
+from pipeline.runtime.compute import execution_device
+from pipeline.runtime.devices import resolve_device
+from pipeline.clip.features import encode_image_shards, encode_prompts
+from pipeline.diffusion.synthetic import read_planned_synthetic, read_synthetic
+from pipeline.clip.models import load_clip
+from pipeline.core.inputs import reads_synthetic_images
+from pipeline.config.params import load_params
+from pipeline.core.paths import shared_root
 from stages._cli import stage
 
 FEATURE_CACHE = Path(".cache/features")  # per-shard embeddings, shared by queued experiments
@@ -57,7 +58,7 @@ def synthetic(params_file: Path = typer.Option(Path("params.yaml"), "--params"))
     trained no adapter)."""
     with stage("features synthetic", all_gpus=True) as log:
         params = load_params(params_file)
-        frame = read_planned_synthetic(paths.SYNTHETIC, params.synthetic_plan(), read_json(paths.CLASSES))
+        frame = read_planned_synthetic(paths.SYNTHETIC, params.synthetic_plan(reads_synthetic_images()), read_json(paths.CLASSES))
         log.info("encoding %d synthetic images with %s (%s)", len(frame), params.clip.arch, params.clip.pretrained)
         _write_images(paths.SYNTHETIC_FEATURES, frame, params, "synthetic images")
         _write_images(paths.PRIOR_FEATURES, read_synthetic(paths.ADAPTER_PRIOR), params, "unadapted sample")

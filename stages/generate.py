@@ -5,11 +5,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline import paths
-from pipeline.artifacts import read_json
-from pipeline.errors import PipelineError
-from pipeline.generation import contact_sheet, generate_synthetic
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.core.artifacts import read_json
+from pipeline.core.errors import PipelineError
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.synthetic import contact_sheet
+from pipeline.core.inputs import reads_synthetic_images
+from pipeline.config.params import load_params
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)
@@ -24,9 +26,10 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
             raise PipelineError(f"{paths.ADAPTER_INFO} is missing: run the adapt stage first "
                                 "(dvc repro adapt, or python -m stages.adapt; it is quick with adapt.enabled: false)")
         adapter = paths.ADAPTER if read_json(paths.ADAPTER_INFO)["enabled"] else None
-        if not params.reads_synthetic_images:
+        reads = reads_synthetic_images()
+        if not reads:
             log.info("method %s reads no synthetic images: generating none", params.method)
-        generate_synthetic(params.synthetic_plan(), class_names, params.generate.seed, paths.SYNTHETIC,
+        generate_synthetic(params.synthetic_plan(reads), class_names, params.generate.seed, paths.SYNTHETIC,
                            adapter=adapter, compute=params.compute)
         contact_sheet(paths.SYNTHETIC, paths.SYNTHETIC_SHEET, params.evaluate.sheet_classes,
                       params.evaluate.sheet_images)

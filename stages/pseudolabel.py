@@ -4,10 +4,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline import paths
-from pipeline.artifacts import write_json, write_table
-from pipeline.methods import build_method
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.core.artifacts import write_json, write_table
+from pipeline.methods.catalog import build_method
+from pipeline.config.params import load_params
 from pipeline.workspace import load_workspace, pseudo_labels_frame, training_pool
 from stages._cli import stage
 

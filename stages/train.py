@@ -8,18 +8,18 @@ import numpy as np
 import typer
 from dvclive import Live
 
-from pipeline import paths
-from pipeline.artifacts import save_tensors, write_json
-from pipeline.devices import resolve_device
-from pipeline.methods import build_method
-from pipeline.models import load_clip
-from pipeline.params import load_params
-from pipeline.checkpoints import Checkpoints
-from pipeline.learners import make_learner_factory
-from pipeline.paths import shared_root
-from pipeline.pixels import PixelSpec
-from pipeline.protocols import RECIPE_KEYS
-from pipeline.training import run_ensemble
+from pipeline.core import paths
+from pipeline.core.artifacts import save_tensors, write_json
+from pipeline.runtime.devices import resolve_device
+from pipeline.methods.catalog import build_method
+from pipeline.clip.models import load_clip
+from pipeline.config.params import load_params
+from pipeline.training.checkpoints import Checkpoints
+from pipeline.training.learners import make_learner_factory
+from pipeline.core.paths import shared_root
+from pipeline.clip.pixels import PixelSpec
+from pipeline.config.protocols import RECIPE_KEYS
+from pipeline.training.loop import run_ensemble
 from pipeline.workspace import load_workspace, read_pseudo_labels, training_images, training_pool
 from stages._cli import stage
 
@@ -41,7 +41,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
         image_space = method.trains_image_tower()
         store = None
         if image_space:
-            store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.synthetic_plan(),
+            store = training_images(pool, PixelSpec.from_preprocess(clip.preprocess), params.synthetic_plan(method.reads_synthetic_images),
                                     workspace.class_names)
             log.info("image-space training on %d cached images", len(store))
         make_learner = make_learner_factory(params, clip, workspace.class_names, workspace.zero_shot_weights, store,

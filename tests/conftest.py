@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.models import load_clip
+from pipeline.clip.models import load_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

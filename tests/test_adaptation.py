@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.adaptation import TrainingImages, adapt_generator, load_adapter, save_adapter
-from pipeline.generation import _cache_key
-from pipeline.params import AdaptParams, GenerateParams
+from pipeline.diffusion.adapt import TrainingImages, adapt_generator
+from pipeline.diffusion.lora import load_adapter, save_adapter
+from pipeline.diffusion.generate import _cache_key
+from pipeline.config.params import AdaptParams, GenerateParams
 from pipeline.tiny import build_tiny_diffusion
 
 SETTINGS = AdaptParams(enabled=True, rank=4, steps=4, lr=0.05, batch_size=2, resolution=32, seed=0)
@@ -76,7 +77,7 @@ def test_cache_key_is_unchanged_without_adapter_and_follows_the_adapter_bytes(tm
     params = GenerateParams(model="tiny-random", images_per_class=2, size=32)
     names = ["cat", "dog"]
     plain = _cache_key(params, names, 0, torch.float32)
-    # The key of this configuration before the adapt stage existed (pipeline/generation.py at fab6a61).
+    # The key of this configuration before the adapt stage existed (pipeline/diffusion/generate.py at fab6a61).
     assert plain == "dbf878220bd53ce8"
     assert _cache_key(params, names, 0, torch.float32, adapter=None) == plain
     one = _cache_key(params, names, 0, torch.float32, adapter=_write_adapter(tmp_path / "a", 0.1))
@@ -102,8 +103,8 @@ def _workspace(labeled: list[bool]):
 
 
 def test_pseudolabel_captions_keep_the_k_most_confident_per_class_and_given_labels():
-    from pipeline.adaptation import target_training_images
-    from pipeline.params import Params
+    from pipeline.diffusion.adapt import target_training_images
+    from pipeline.config.params import Params
 
     params = Params(adapt=AdaptParams(captions="pseudolabel", k=1), generate=GenerateParams(templates=["a {} photo"]))
     workspace, manifest = _workspace([False] * 6)

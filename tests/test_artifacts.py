@@ -3,7 +3,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import load_tensors, read_json, read_table, save_tensors, table_metadata, write_json, write_table
+from pipeline.core.artifacts import load_tensors, read_json, read_table, save_tensors, table_metadata, write_json, write_table
 
 
 def test_table_round_trip_with_fixed_size_embeddings(tmp_path):

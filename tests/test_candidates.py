@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.candidates import Candidates, candidate_loss
+from pipeline.core.candidates import Candidates, candidate_loss
 from pipeline.methods.cpl import resolve_beta
-from pipeline.pseudolabels import (assign_to_pools, cpl_pool_caps, inter_instance_sets, intra_instance_sets,
+from pipeline.pseudolabel.rules import (assign_to_pools, cpl_pool_caps, inter_instance_sets, intra_instance_sets,
                                    select_cpl)
 
 # 6 images x 3 classes (the same matrix as test_pseudolabels), worked on paper below.
@@ -130,8 +130,8 @@ def test_single_label_candidates():
 
 
 def test_candidate_sets_round_trip_through_pseudolabels_parquet(tmp_path, monkeypatch):
-    from pipeline import paths
-    from pipeline.artifacts import write_table
+    from pipeline.core import paths
+    from pipeline.core.artifacts import write_table
     from pipeline.workspace import pseudo_labels_frame, read_pseudo_labels
 
     monkeypatch.chdir(tmp_path)

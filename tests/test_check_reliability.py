@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import fingerprint
-from pipeline.errors import PipelineError
-from pipeline.learners import LearnerSpec, make_learner_factory
-from pipeline.params import parse_params
+from pipeline.check import fingerprint
+from pipeline.core.errors import PipelineError
+from pipeline.training.learners import LearnerSpec, make_learner_factory
+from pipeline.config.params import parse_params
 from stages import check
 
 ROOT = Path(__file__).resolve().parents[1]

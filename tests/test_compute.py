@@ -1,4 +1,4 @@
-"""Where shards run (pipeline/compute.py): the same bytes in this process, in worker processes and as Ray
+"""Where shards run (pipeline/runtime/compute.py): the same bytes in this process, in worker processes and as Ray
 tasks, whatever the order shards finish in and even when a worker dies mid-shard."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import compute
-from pipeline.compute import KILL_WORKER_ONCE, run_shards
-from pipeline.datasets import load_dataset
-from pipeline.devices import gpu_lease, visible_gpus
-from pipeline.errors import PipelineError
-from pipeline.features import encode_image_shards
-from pipeline.generation import generate_synthetic, read_synthetic
-from pipeline.params import ClipParams, ComputeParams, DatasetParams, GenerateParams, WorldParams
+from pipeline.runtime import compute
+from pipeline.runtime.compute import KILL_WORKER_ONCE, run_shards
+from pipeline.datasets.loading import load_dataset
+from pipeline.runtime.devices import gpu_lease, visible_gpus
+from pipeline.core.errors import PipelineError
+from pipeline.clip.features import encode_image_shards
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.synthetic import read_synthetic
+from pipeline.config.params import ClipParams, ComputeParams, DatasetParams, GenerateParams, WorldParams
 
 CLASSES = ["cat", "dog", "red car"]
 CPU = torch.device("cpu")
@@ -132,7 +133,7 @@ def test_feature_shards_are_cached_resumed_and_match_on_ray(tmp_path, ray_cluste
     world = load_dataset(DatasetParams(name="demo", demo=WorldParams(images_per_class=3, test_images_per_class=1)))
     frame = world.frame.reset_index(drop=True)
     clip = ClipParams(arch="tiny-clip", pretrained="random", batch_size=8, num_workers=0)
-    monkeypatch.setattr("pipeline.features.SHARD_TARGET", 16)  # 96 images: 6 shards of 2 batches
+    monkeypatch.setattr("pipeline.clip.features.SHARD_TARGET", 16)  # 96 images: 6 shards of 2 batches
     whole = encode_image_shards(frame, clip, CPU, tmp_path / "a")
     assert whole.shape == (len(frame), 32) and np.allclose(np.linalg.norm(whole, axis=1), 1, atol=1e-5)
     assert len(list((tmp_path / "a").glob("*.safetensors"))) == 6
@@ -140,7 +141,7 @@ def test_feature_shards_are_cached_resumed_and_match_on_ray(tmp_path, ray_cluste
     # A killed run: two shards are gone; the rerun encodes only those and returns the same matrix.
     for path in sorted((tmp_path / "a").glob("*.safetensors"))[:2]:
         path.unlink()
-    with caplog.at_level(logging.INFO, logger="pipeline.features"):
+    with caplog.at_level(logging.INFO, logger="pipeline.clip.features"):
         again = encode_image_shards(frame, clip, CPU, tmp_path / "a")
     assert "2 of 6 shards encoded" in caplog.text
     assert np.array_equal(again, whole)
@@ -152,7 +153,7 @@ def test_feature_shards_are_cached_resumed_and_match_on_ray(tmp_path, ray_cluste
     assert len(list((tmp_path / "a").glob("*.safetensors"))) == 7  # only the first shard is new
 
     # New encoding code (or torch, open_clip) may move the floats: no shard from before is served.
-    monkeypatch.setattr("pipeline.features._code_identity", lambda: "other code")
+    monkeypatch.setattr("pipeline.clip.features._code_identity", lambda: "other code")
     encode_image_shards(frame, clip, CPU, tmp_path / "a")
     assert len(list((tmp_path / "a").glob("*.safetensors"))) == 13
 

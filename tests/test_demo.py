@@ -10,12 +10,14 @@ import torch
 
 from pipeline.demo import world
 from pipeline.demo.generator import class_fidelity
-from pipeline.generation import generate_synthetic, load_generator, read_synthetic
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.synthetic import read_synthetic
 from pipeline.demo.pretrain_clip import caption, render_corpus, zero_shot_accuracy
-from pipeline.models import load_clip
+from pipeline.clip.models import load_clip
 from pipeline.datasets.demo import demo_dataset
-from pipeline.errors import PipelineError
-from pipeline.params import GenerateParams, WorldParams, parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.config.params import GenerateParams, WorldParams, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.domain_gap import domain_gap, frechet_distance
+from pipeline.auxiliary.domain_gap import domain_gap, frechet_distance
 
 
 def _features(n: int, d: int, seed: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_cosine_mean_is_the_mean_over_all_pairs():
 
 
 def test_classifier_accuracies_count_argmax_hits_of_each_classifier():
-    from pipeline.domain_gap import classifier_accuracies
+    from pipeline.auxiliary.domain_gap import classifier_accuracies
 
     features = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
     text = np.eye(2, dtype=np.float32)                       # text says 0, 1, 1

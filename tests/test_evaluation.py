@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.evaluation import confusion_rows, harmonic_mean, per_class_accuracy, predict, split_metrics
+from pipeline.evaluation.metrics import confusion_rows, harmonic_mean, per_class_accuracy, predict, split_metrics
 
 
 def test_harmonic_mean():

@@ -10,16 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.candidates import LOGIT_SCALE
-from pipeline.checkpoints import Checkpoints
-from pipeline.methods import LossTerm, build_method
-from pipeline.params import parse_params
-from pipeline.partial_labels import build_loss, rc_confidence
-from pipeline.prompts import PromptLearner
-from pipeline.protocols import PROTOCOLS
-from pipeline.pseudolabels import (assign_to_pools, assign_to_pools_reference, grip_k, intra_instance_sets,
+from pipeline.core.candidates import LOGIT_SCALE
+from pipeline.training.checkpoints import Checkpoints
+from pipeline.methods.base import LossTerm
+from pipeline.methods.catalog import build_method
+from pipeline.config.params import parse_params
+from pipeline.training.losses import build_loss, rc_confidence
+from pipeline.clip.prompts import PromptLearner
+from pipeline.config.protocols import PROTOCOLS
+from pipeline.pseudolabel.rules import (assign_to_pools, assign_to_pools_reference, grip_k, intra_instance_sets,
                                    quantile_exact)
-from pipeline.training import fit_prompt
+from pipeline.training.loop import fit_prompt
 
 DEVICE = torch.device("cpu")
 
@@ -211,7 +212,7 @@ def test_rc_reference_renormalises_every_row_and_leaves_an_underflowed_row_below
 def test_cavl_reference_can_pick_a_non_candidate_when_every_candidates_activation_is_negative():
     logits = torch.tensor([[-2.0, -3.0, 0.5], [4.0, 2.0, 3.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
-    from pipeline.partial_labels import cavl_targets, cavl_targets_reference
+    from pipeline.training.losses import cavl_targets, cavl_targets_reference
 
     # Row 0: activations z|1 − z| are −6 and −12 on the candidates, 0 on the masked class 2.
     assert cavl_targets_reference(logits, mask).tolist() == [2, 2]
@@ -221,8 +222,8 @@ def test_cavl_reference_can_pick_a_non_candidate_when_every_candidates_activatio
 def test_pll_numerics_is_a_checked_param_that_reaches_the_loss_term():
     from types import SimpleNamespace
 
-    from pipeline.candidates import Candidates
-    from pipeline.errors import PipelineError
+    from pipeline.core.candidates import Candidates
+    from pipeline.core.errors import PipelineError
 
     config = parse_params({"method": "pll", "paradigm": "candidates", "train": {"pll_numerics": "reference"}})
     pool = SimpleNamespace(features=np.zeros((3, 4), np.float32), images_of=lambda rows: None)

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import generation
-from pipeline.errors import PipelineError
-from pipeline.generation import (
-    COLUMNS, contact_sheet, generate_synthetic, image_seed, load_generator, read_planned_synthetic, read_synthetic,
-)
-from pipeline.params import GenerateParams
-from pipeline.models import register_model_configs
-from pipeline.plots import LABEL_WIDTH
+from pipeline.diffusion import generate as generation
+from pipeline.core.errors import PipelineError
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.synthetic import COLUMNS, contact_sheet, image_seed, read_planned_synthetic, read_synthetic
+from pipeline.config.params import GenerateParams
+from pipeline.clip.models import register_model_configs
+from pipeline.core.plots import LABEL_WIDTH
 from pipeline.tiny import TINY_CLIP, build_tiny_diffusion, save_tiny_diffusion
 
 CLASSES = ["cat", "dog", "red car"]
@@ -246,7 +246,7 @@ def test_damaged_or_foreign_cached_shards_are_regenerated_byte_identical(tmp_pat
     (cache / ".shard-00002.parquet.abc.tmp").write_bytes(b"left by a killed writer")
 
     rec = recorder()
-    with caplog.at_level("WARNING", logger="pipeline.generation"):
+    with caplog.at_level("WARNING", logger="pipeline.diffusion.generate"):
         summary = generate_synthetic(params, CLASSES, seed=0, out_dir=tmp_path / "again", progress=False)
     assert summary["from_cache"].tolist() == [False, False, True]
     assert rec.batches == [4, 2, 4, 2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline.errors import PipelineError
-from pipeline.experiments import markdown_table
-from pipeline.matrix import collect, plan
+from pipeline.core.errors import PipelineError
+from pipeline.experiments.tables import markdown_table
+from pipeline.experiments.matrix import collect, plan
 
 BASE = yaml.safe_load(open("params.yaml"))
 
@@ -53,7 +53,7 @@ def test_collect_matches_typed_values_and_the_table_averages_seeds():
 
 
 def test_only_finished_experiments_are_read_from_dvc_exp_show():
-    from pipeline.experiments import experiments
+    from pipeline.experiments.tables import experiments
 
     def exp(state, accuracy):
         data = {"params": {"params.yaml": {"data": {"method": "grip", "seed": 0}}},

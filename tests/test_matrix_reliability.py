@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import matrix
+from pipeline.experiments import matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import PipelineError
-from pipeline.params import load_params, parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.methods.catalog import check_method
+from pipeline.config.params import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +17,7 @@ def test_shipped_params_are_valid():
 
 def test_unknown_method_names_key_value_and_choices():
     with pytest.raises(PipelineError) as error:
-        parse_params({"method": "airr"})
+        check_method(parse_params({"method": "airr"}))
     message = str(error.value)
     assert "method" in message and "'airr'" in message and "air, coft, coft_plus, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in message
 
@@ -32,7 +33,7 @@ def test_misspelled_key_and_bad_choice():
     with pytest.raises(PipelineError, match=r"train.epoch: unknown key"):
         parse_params({"train": {"epoch": 3}})
     with pytest.raises(PipelineError, match=r"pseudolabel.selection: unknown selection 'zeroshot'; choose one of: cpl, fpl"):
-        parse_params({"pseudolabel": {"selection": "zeroshot"}})
+        check_method(parse_params({"pseudolabel": {"selection": "zeroshot"}}))
     with pytest.raises(PipelineError, match=r"dataset.demo.contrast: .*\[low, high\]"):
         parse_params({"dataset": {"demo": {"contrast": [0.9, 0.5]}}})
     with pytest.raises(PipelineError, match=r"dataset.demo.backgrounds.0: .*'plain', 'gradient'"):

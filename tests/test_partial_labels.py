@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.datasets.candidate_sets import candidate_masks, candidate_table, draw_candidate_masks
-from pipeline.errors import PipelineError
-from pipeline.params import DatasetParams, ParadigmParams, parse_params
-from pipeline.partial_labels import (LOSSES, aligned, alignment_loss, alignment_target, build_loss, cavl_targets,
+from pipeline.core.errors import PipelineError
+from pipeline.methods.catalog import check_method
+from pipeline.config.params import DatasetParams, ParadigmParams, parse_params
+from pipeline.training.losses import (LOSSES, aligned, alignment_loss, alignment_target, build_loss, cavl_targets,
                                      lws_weights, rc_confidence)
 
 N_CLASSES = 10
@@ -146,9 +147,9 @@ def test_methods_and_paradigms_must_fit():
     assert parse_params({"method": "zeroshot", "paradigm": "candidates"}).method == "zeroshot"
     with pytest.raises(PipelineError, match=r"method 'grip' does not run under paradigm 'candidates'; "
                                             r"methods that do: pll, zeroshot"):
-        parse_params({"method": "grip", "paradigm": "candidates"})
+        check_method(parse_params({"method": "grip", "paradigm": "candidates"}))
     with pytest.raises(PipelineError, match=r"method 'pll' does not run under paradigm 'ul'"):
-        parse_params({"method": "pll"})
+        check_method(parse_params({"method": "pll"}))
     with pytest.raises(PipelineError, match=r"candidates_file is read only under paradigm: candidates"):
         parse_params({"paradigm_options": {"candidates_file": "sets.csv"}})
     with pytest.raises(PipelineError, match=r"train.pll_loss: unknown pll_loss 'pico'; choose one of: cc, rc, lws, cavl"):

@@ -17,13 +17,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import fingerprint
-from pipeline.artifacts import read_table
-from pipeline.datasets import Dataset, load_dataset, paradigms
+from pipeline.check import fingerprint
+from pipeline.core.artifacts import read_table
+from pipeline.datasets import paradigms
+from pipeline.datasets.loading import load_dataset
+from pipeline.datasets.source import Dataset
 from pipeline.datasets.paradigms import prepare as prepare_dataset
-from pipeline.errors import PipelineError
-from pipeline.params import DatasetParams, ParadigmParams
-from pipeline.plots import CELL, LABEL_WIDTH
+from pipeline.core.errors import PipelineError
+from pipeline.config.params import DatasetParams, ParadigmParams
+from pipeline.core.plots import CELL, LABEL_WIDTH
 from stages import prepare
 from tests.test_benchmarks import fake_flowers
 

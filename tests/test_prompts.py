@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from pipeline.prompts import PromptLearner
+from pipeline.clip.prompts import PromptLearner
 
 NAMES = ["red circle", "blue square", "annual crop land", "a very long class name with many words"]
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.batching import PLANS
-from pipeline.candidates import candidate_loss
-from pipeline.methods import LossTerm
-from pipeline.params import parse_params
-from pipeline.protocols import PROTOCOLS
-from pipeline.training import _schedule, fit_prompt
+from pipeline.training.batching import PLANS
+from pipeline.core.candidates import candidate_loss
+from pipeline.methods.base import LossTerm
+from pipeline.config.params import parse_params
+from pipeline.config.protocols import PROTOCOLS
+from pipeline.training.loop import _schedule, fit_prompt
 from tests.test_training import DEVICE, NAMES, learner_factory, make_pool
 
 N_PSEUDO, N_LABELED, C = 12, 4, 5
@@ -150,8 +150,8 @@ def test_a_protocol_fills_the_recipe_and_templates_only_where_left_null():
 
 
 def test_grip_protocol_runs_grips_rounds_on_ssl_with_its_hold_out_and_beats_zero_shot(tiny_clip):
-    from pipeline.methods import build_method
-    from pipeline.training import run_method
+    from pipeline.methods.catalog import build_method
+    from pipeline.training.loop import run_method
     from tests.test_training import accuracy, handcrafted_weights
 
     pool = make_pool(tiny_clip, per_class=20, labeled_per_class=5)
@@ -169,8 +169,8 @@ def test_grip_protocol_runs_grips_rounds_on_ssl_with_its_hold_out_and_beats_zero
 
 
 def test_cpl_protocol_trains_cpl_on_trzsl_with_its_labeled_batches_and_beats_zero_shot(tiny_clip):
-    from pipeline.methods import build_method
-    from pipeline.training import run_method
+    from pipeline.methods.catalog import build_method
+    from pipeline.training.loop import run_method
     from tests.test_training import accuracy, handcrafted_weights
 
     pool = make_pool(tiny_clip, per_class=20, allowed=[3, 4, 5])

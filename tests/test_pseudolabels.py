@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipeline.auxiliary import auxiliary_posterior, class_prototypes
-from pipeline.pseudolabels import fuse, grip_k, select_balanced, select_upl
+from pipeline.auxiliary.prototypes import auxiliary_posterior, class_prototypes
+from pipeline.pseudolabel.rules import fuse, grip_k, select_balanced, select_upl
 
 # 6 images x 3 classes, hand-built so each rule's answer can be worked out on paper.
 PROBS = np.array([

@@ -11,8 +11,8 @@ import torch
 
 from pipeline.demo import world
 from pipeline.demo.recipe import choose, same_colour_confusions, score_recipe, source_split
-from pipeline.models import load_clip
-from pipeline.params import TrainParams
+from pipeline.clip.models import load_clip
+from pipeline.config.params import TrainParams
 
 CLIP_FILE = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo-clip.safetensors"
 N_COLOURS = len(world.COLOURS)

@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import fingerprint
-from pipeline.artifacts import write_json
-from pipeline.devices import resolve_device
-from pipeline.errors import PipelineError
-from pipeline.params import load_params, parse_params
+from pipeline.check import fingerprint
+from pipeline.core.artifacts import write_json
+from pipeline.runtime.devices import resolve_device
+from pipeline.core.errors import PipelineError
+from pipeline.methods.catalog import check_method
+from pipeline.config.params import load_params, parse_params
 from stages import check, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_an_empty_params_file_is_an_error(tmp_path):
 def test_air_without_synthetic_images_is_an_error():
     with pytest.raises(PipelineError, match=r"method 'air' builds its auxiliary classifier from synthetic images, "
                                             r"but generate.images_per_class is 0"):
-        parse_params({"method": "air", "generate": {"images_per_class": 0}})
+        check_method(parse_params({"method": "air", "generate": {"images_per_class": 0}}))
     assert parse_params({"method": "grip", "generate": {"images_per_class": 0}}).method == "grip"
 
 
@@ -248,7 +249,7 @@ def test_artifacts_respect_the_umask(tmp_path, umask, mode):
 # --- queued experiments: one generation cache, and the cores shared -------------------------------
 
 def test_temporary_experiment_workspaces_share_the_project_root(tmp_path):
-    from pipeline.paths import shared_root
+    from pipeline.core.paths import shared_root
 
     project = tmp_path / "project"
     queued = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
@@ -258,7 +259,7 @@ def test_temporary_experiment_workspaces_share_the_project_root(tmp_path):
 
 
 def test_running_stages_split_the_cores(tmp_path, monkeypatch):
-    from pipeline.devices import CoreShare
+    from pipeline.runtime.devices import CoreShare
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("PIPELINE_THREADS", raising=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import pseudolabels
-from pipeline.pseudolabels import (assign_to_pools, inter_instance_sets, intra_instance_sets, select_balanced,
+from pipeline.pseudolabel import rules as pseudolabels
+from pipeline.pseudolabel.rules import (assign_to_pools, inter_instance_sets, intra_instance_sets, select_balanced,
                                    select_balanced_by_sorting)
 
 # (CHUNK_ELEMENTS, PREFERENCE_WIDTH): the defaults, then one row or one class per chunk and lists

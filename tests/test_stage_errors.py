@@ -10,8 +10,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.artifacts import atomic_path
-from stages import adapt, features, generate, prepare
+from pipeline.core.artifacts import atomic_path
+from stages import adapt, check, features, generate, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def invoke(stage_module, args: list[str] | None = None):
 
 def test_unknown_method_and_dataset(project):
     project(method="coop")
-    code, output = invoke(prepare)
+    code, output = invoke(check)   # the method catalog is check's (and train's), not every stage's
     assert code == 2 and "unknown method 'coop'" in output and "air, coft, coft_plus, cpl, fpl, grip, ifpl, pll, upl, zeroshot" in output
     project(method="air", dataset__name="imagenet1k")
     code, output = invoke(prepare)
@@ -93,9 +93,9 @@ def test_unreadable_image(project, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when CUDA is absent")
 def test_cuda_without_cuda_keeps_finished_work(project):
-    assert invoke(prepare)[0] == 0
-    manifest = Path("data/prepared/manifest.parquet").read_bytes()
     project(adapt__enabled=False)
+    assert invoke(check)[0] == 0 and invoke(prepare)[0] == 0
+    manifest = Path("data/prepared/manifest.parquet").read_bytes()
     code, output = invoke(generate)
     assert code == 2 and "run the adapt stage first" in output
     assert invoke(adapt)[0] == 0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.auxiliary import (MIN_KEPT, auxiliary_posterior, class_fidelity, matched_temperature,
+from pipeline.auxiliary.prototypes import (MIN_KEPT, auxiliary_posterior, class_fidelity, matched_temperature,
                                 synthetic_selection)
-from pipeline.pseudolabels import text_posterior
+from pipeline.pseudolabel.rules import text_posterior
 
 # Three classes whose text weights are the unit axes; synthetic features near an axis are "seen as" it.
 WEIGHTS = np.eye(3, dtype=np.float32)
@@ -74,8 +74,8 @@ def test_matched_temperature_gives_the_auxiliary_posterior_the_text_posteriors_e
 
 
 def test_the_kept_mask_decides_which_synthetic_images_the_pool_trains_on(tmp_path, monkeypatch):
-    from pipeline import paths
-    from pipeline.artifacts import save_tensors
+    from pipeline.core import paths
+    from pipeline.core.artifacts import save_tensors
     from pipeline.workspace import Workspace, training_pool
     import pandas as pd
 

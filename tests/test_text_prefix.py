@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from pipeline.models import load_clip
-from pipeline.prompts import DualPromptLearner, PromptLearner
-from pipeline.text_prefix import supports_shared_prefix
+from pipeline.clip.models import load_clip
+from pipeline.clip.prompts import DualPromptLearner, PromptLearner
+from pipeline.clip.text_prefix import supports_shared_prefix
 
 NAMES = ["red circle", "blue square", "annual crop land", "a very long class name with many words", "x"]
 DESCRIPTIONS = [["round and red", "a disc"], ["four equal sides"], [], ["long"], ["tiny", "short", "one letter"]]

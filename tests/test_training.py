@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.candidates import Candidates
+from pipeline.core.candidates import Candidates
 from pipeline.datasets.candidate_sets import draw_candidate_masks
-from pipeline.methods import build_method
-from pipeline.params import parse_params
-from pipeline.pool import Pool
-from pipeline.prompts import PromptLearner
-from pipeline.training import fit_prompt, run_ensemble, run_method
+from pipeline.methods.catalog import build_method
+from pipeline.config.params import parse_params
+from pipeline.core.pool import Pool
+from pipeline.clip.prompts import PromptLearner
+from pipeline.training.loop import fit_prompt, run_ensemble, run_method
 
 NAMES = ["red circle", "blue circle", "red square", "blue square", "green star", "yellow ring"]
 DEVICE = torch.device("cpu")
@@ -215,9 +215,9 @@ def test_pll_trains_every_image_on_its_candidate_set_and_beats_zero_shot(tiny_cl
 def test_rc_updated_from_the_next_steps_forward_trains_exactly_as_with_a_separate_post_step_pass(tiny_clip):
     """fit_prompt applies RC's update with the next step's class weights instead of a second text-tower
     pass after each step; the parameters are the same, so the trained context must be too."""
-    from pipeline.candidates import LOGIT_SCALE
-    from pipeline.partial_labels import build_loss
-    from pipeline.training import _schedule, steps_per_epoch
+    from pipeline.core.candidates import LOGIT_SCALE
+    from pipeline.training.losses import build_loss
+    from pipeline.training.loop import _schedule, steps_per_epoch
 
     pool = make_pool(tiny_clip)
     pool.candidate_sets = draw_candidate_masks(pool.true_labels, len(NAMES), 0.4, seed=1)

@@ -10,19 +10,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import pipeline.pixels as pixels
-from pipeline.checkpoints import Checkpoints
+import pipeline.clip.pixels as pixels
+from pipeline.training.checkpoints import Checkpoints
 from pipeline.datasets.images import png_bytes
-from pipeline.errors import PipelineError
-from pipeline.learners import ImageSpaceLearner, make_learner_factory
-from pipeline.methods import LossTerm
+from pipeline.core.errors import PipelineError
+from pipeline.training.learners import ImageSpaceLearner, make_learner_factory
+from pipeline.methods.base import LossTerm
 from pipeline.methods.base import one_hot
-from pipeline.models import load_clip
-from pipeline.params import parse_params
-from pipeline.pixels import PixelSpec, augment, pixel_cache
-from pipeline.protocols import PROTOCOLS
-from pipeline.training import fit_prompt
-from pipeline.visual import VisualLearner
+from pipeline.clip.models import load_clip
+from pipeline.config.params import parse_params
+from pipeline.clip.pixels import PixelSpec, augment, pixel_cache
+from pipeline.config.protocols import PROTOCOLS
+from pipeline.training.loop import fit_prompt
+from pipeline.training.visual import VisualLearner
 
 NAMES = ["red circle", "blue circle", "red square", "blue square"]
 DEVICE = torch.device("cpu")
@@ -168,7 +168,7 @@ def test_a_killed_image_space_run_resumes_to_exactly_the_uninterrupted_result(ti
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 
     resumed, seen = factory(3), []
-    caplog.set_level("INFO", logger="pipeline.training")
+    caplog.set_level("INFO", logger="pipeline.training.loop")
     resumed_history = fit_prompt(resumed, terms, train, 5, DEVICE, lambda e, l: seen.append(e), PROTOCOLS[protocol],
                                  checkpoints=checkpoints, checkpoint_key="round")
     assert "resuming from the checkpoint after epoch 1/3" in caplog.text  # not a fresh start

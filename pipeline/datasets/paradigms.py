@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.datasets import Dataset, load_dataset
+from pipeline.datasets.loading import load_dataset
+from pipeline.datasets.source import Dataset
 from pipeline.datasets.candidate_sets import candidate_table, empty_table
 from pipeline.datasets.images import open_thumbnail
+from pipeline.datasets.manifest import MANIFEST_COLUMNS
 from pipeline.datasets.torchvision import cleaned_up_download
-from pipeline.errors import PipelineError
-from pipeline.params import DatasetParams, ParadigmParams
-from pipeline.plots import CELL, grid_image
-from pipeline.protocols import get_protocol
+from pipeline.core.errors import PipelineError
+from pipeline.config.params import DatasetParams, ParadigmParams
+from pipeline.core.plots import CELL, grid_image
+from pipeline.config.protocols import get_protocol
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = ["id", "path", "image", "split", "label", "labeled", "seen"]
 
 
 def seen_classes(n_classes: int, options: ParadigmParams, protocol: str = "project") -> np.ndarray:
@@ -111,16 +111,3 @@ def class_sheet(manifest: pd.DataFrame, class_names: list[str], max_classes: int
         members = train[train["label"] == label].head(per_class)
         rows.append((name, [open_thumbnail(path, data, CELL) for path, data in zip(members["path"], members["image"])]))
     return grid_image(rows, "no training images")
-
-
-def unlabeled_mask(manifest: pd.DataFrame) -> np.ndarray:
-    """Training images whose labels the methods may not use: the pool pseudo-labels are drawn from."""
-    return ((manifest["split"] == "train") & ~manifest["labeled"]).to_numpy()
-
-
-def pseudo_label_classes(manifest: pd.DataFrame, n_classes: int, paradigm: str) -> np.ndarray:
-    """Classes pseudo-labels may take: all, or in TRZSL only the unseen ones."""
-    if paradigm != "trzsl":
-        return np.arange(n_classes)
-    seen = set(manifest.loc[manifest["seen"], "label"].unique().tolist())
-    return np.array([c for c in range(n_classes) if c not in seen])

@@ -21,14 +21,14 @@ import torch
 
 from pipeline.datasets.demo import demo_dataset
 from pipeline.demo import world
-from pipeline.evaluation import accuracy, predict
-from pipeline.features import encode_images
-from pipeline.models import Clip
-from pipeline.params import TrainParams
-from pipeline.prompts import PromptLearner
-from pipeline.candidates import Candidates
-from pipeline.methods import LossTerm
-from pipeline.training import fit_prompt, steps_per_epoch
+from pipeline.evaluation.metrics import accuracy, predict
+from pipeline.clip.features import encode_images
+from pipeline.clip.models import Clip
+from pipeline.config.params import TrainParams
+from pipeline.clip.prompts import PromptLearner
+from pipeline.core.candidates import Candidates
+from pipeline.methods.base import LossTerm
+from pipeline.training.loop import fit_prompt, steps_per_epoch
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.params import WorldParams
+from pipeline.config.params import WorldParams
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 COLOURS = {"red": (215, 40, 40), "green": (40, 170, 60), "blue": (45, 75, 215), "yellow": (225, 205, 40)}

@@ -4,9 +4,9 @@ the prompt loss."""
 
 from __future__ import annotations
 
-from pipeline.auxiliary import auxiliary_posterior
-from pipeline.methods.base import LossTerm, Method, one_hot, register
-from pipeline.pseudolabels import fuse
+from pipeline.auxiliary.prototypes import auxiliary_posterior
+from pipeline.methods.base import LossTerm, Method, one_hot, register, registry
+from pipeline.pseudolabel.rules import fuse
 
 
 @register
@@ -20,9 +20,7 @@ class AiR(Method):
 
     def __init__(self, params):
         super().__init__(params)
-        from pipeline.methods import build_method  # the registry, once every method is imported
-
-        self.base = build_method(params, params.pseudolabel.selection)
+        self.base = registry()[params.pseudolabel.selection](params)  # the catalog imported every method
 
     def rounds(self) -> int:
         return self.base.rounds()

@@ -7,36 +7,20 @@ adding a method means adding a file here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
-from pipeline.candidates import Candidates
-from pipeline.pool import Pool
-from pipeline.pseudolabels import text_posterior
+from pipeline.core.candidates import Candidates
+from pipeline.core.terms import LossTerm
+from pipeline.core.pool import Pool
+from pipeline.pseudolabel.rules import text_posterior
 
 if TYPE_CHECKING:
-    from pipeline.learners import LearnerSpec
-    from pipeline.params import Params
+    from pipeline.training.learners import LearnerSpec
+    from pipeline.config.params import Params
 
 
-@dataclass(frozen=True)
-class LossTerm:
-    """One term of the prompt loss: `scale · loss(100 · f gᵀ, weights)` over `features`, where `loss`
-    names a partial-label loss (`pipeline.partial_labels`; `cc` is the candidate loss, cross-entropy for
-    one-hot weights). With a `teacher` posterior the term is prompt-aligned to it. The first term of a
-    method's list sets the epoch (one pass over its rows)."""
-
-    name: str
-    features: np.ndarray   # [n, d]
-    weights: np.ndarray    # [n, C] candidate weights (one-hot for a single label)
-    scale: float
-    loss: str = "cc"
-    teacher: Optional[np.ndarray] = None  # [n, C] handcrafted-prompt posterior (prompt alignment)
-    teacher_mix: float = 0.0              # share of the learnable prompt's posterior in the alignment target
-    loss_options: Optional[dict] = None   # the losses' knobs, e.g. {"non_candidate_weight": λ} (LWS)
-    images: Optional[np.ndarray] = None   # [n] rows of the pixel store, when the image tower trains
 
 
 class Method:
@@ -78,13 +62,13 @@ class Method:
 
     def learner_spec(self, round_index: int, class_weights: np.ndarray) -> "LearnerSpec":
         """What the round trains (`class_weights`: the previous round's output): `params.train`'s."""
-        from pipeline.learners import LearnerSpec
+        from pipeline.training.learners import LearnerSpec
 
         return LearnerSpec.from_train(self.params.train)
 
     def trains_image_tower(self) -> bool:
         """Whether any round runs the image tower (the train stage then builds the pixel store)."""
-        from pipeline.learners import LearnerSpec
+        from pipeline.training.learners import LearnerSpec
 
         return self.trains and LearnerSpec.from_train(self.params.train).image_space
 

@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.candidates import LOGIT_SCALE, Candidates
+from pipeline.core.candidates import LOGIT_SCALE, Candidates
 from pipeline.methods.base import Method, register
-from pipeline.pseudolabels import select_all, select_balanced, softmax
+from pipeline.pseudolabel.rules import select_all, select_balanced, softmax
 
 WARMUP, PEFT, FINETUNE = "warm-up", "phase 1", "phase 2"
 
@@ -52,7 +52,7 @@ class CoFT(Method):
         return True
 
     def learner_spec(self, round_index, class_weights):
-        from pipeline.learners import LearnerSpec
+        from pipeline.training.learners import LearnerSpec
 
         if self.phase(round_index) == FINETUNE:  # both prompts of phase 1 held fixed: 2C rows, as its output
             return LearnerSpec(prompt="visual", visual_tokens=0, full_finetune=True, fixed_text=class_weights,

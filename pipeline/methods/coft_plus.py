@@ -4,7 +4,7 @@ contrastive term while the image tower fine-tunes, and class descriptions joinin
 Rounds: the warm-up, then `coft.iterations` times (phase 1, phase 2); each phase 1 labels with the
 model the previous round left (after a phase 2, the fine-tuned tower and its fixed prompts), so the
 clean set is re-estimated with a better image side every iteration. Phase 2 adds
-`coft.moco_weight · InfoNCE` against a momentum encoder (`pipeline/momentum.py`). With
+`coft.moco_weight · InfoNCE` against a momentum encoder (`pipeline/training/momentum.py`). With
 `coft.descriptions_file` (the paper has an LLM write them; offline the file is the interface), each
 class's positive prompt averages `ctx {class}.` with `ctx {class}, {description}.` per description.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.methods.base import Method, register
-from pipeline.protocols import get_protocol
-from pipeline.pseudolabels import cpl_pool_caps, grip_k, select_cpl
+from pipeline.config.protocols import get_protocol
+from pipeline.pseudolabel.rules import cpl_pool_caps, grip_k, select_cpl
 
 # The authors' per-dataset (α, β for UL/SSL, β for TRZSL), scripts/run-textPT_ALL.sh of
 # vanillaer/CPL-ICML2024; α there is a percentile (75 -> 0.75).

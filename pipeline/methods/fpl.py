@@ -1,7 +1,7 @@
 """FPL: fixed pseudo-labels from zero-shot CLIP, balanced top-K with fallback, one round."""
 
 from pipeline.methods.base import Method, register
-from pipeline.pseudolabels import select_balanced
+from pipeline.pseudolabel.rules import select_balanced
 
 
 @register

@@ -1,8 +1,8 @@
 """GRIP (Menghini et al. 2023): IFPL whose per-class K grows each round until it covers the pool."""
 
 from pipeline.methods.base import Method, register
-from pipeline.protocols import get_protocol
-from pipeline.pseudolabels import grip_k, select_balanced
+from pipeline.config.protocols import get_protocol
+from pipeline.pseudolabel.rules import grip_k, select_balanced
 
 
 @register

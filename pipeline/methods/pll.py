@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.candidates import Candidates
+from pipeline.core.candidates import Candidates
 from pipeline.methods.base import LossTerm, Method, register
-from pipeline.pseudolabels import text_posterior
+from pipeline.pseudolabel.rules import text_posterior
 
 
 @register

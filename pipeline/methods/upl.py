@@ -1,7 +1,7 @@
 """UPL (Huang et al. 2022): the k most confident argmax pseudo-labels per class, one round."""
 
 from pipeline.methods.base import Method, register
-from pipeline.pseudolabels import select_upl
+from pipeline.pseudolabel.rules import select_upl
 
 
 @register

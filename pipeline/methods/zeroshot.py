@@ -1,7 +1,7 @@
 """Zero-shot CLIP: the prompt-ensemble text classifier, nothing trained."""
 
 from pipeline.methods.base import Method, register
-from pipeline.pseudolabels import select_all
+from pipeline.pseudolabel.rules import select_all
 
 
 @register

@@ -1,0 +1,1 @@
+"""The auxiliary image-image classifier (synthetic prototypes) and the domain-gap diagnostics."""

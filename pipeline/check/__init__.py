@@ -1,0 +1,1 @@
+"""The check stage's library: fingerprints of the inputs outside the repository."""

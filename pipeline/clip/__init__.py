@@ -1,0 +1,1 @@
+"""CLIP: loading models, pixels, prompts, and the image and text features."""

@@ -1,0 +1,1 @@
+"""The small core every stage shares: errors, paths, artifact formats, label sets, the training pool, plots."""

@@ -1,0 +1,1 @@
+"""Experiment matrices over dvc exp and the tables made from them."""

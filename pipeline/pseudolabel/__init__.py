@@ -1,0 +1,1 @@
+"""Pseudo-label rules: posteriors, per-class selection, pools and their fusion."""

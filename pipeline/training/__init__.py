@@ -1,0 +1,1 @@
+"""Prompt learning: the loop, rounds, batching, losses, learners, checkpoints."""
