@@ -19,8 +19,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from pipeline.diffusion.adapt import TrainingImages, adapt_generator
 from pipeline.config.params import AdaptParams
+from pipeline.diffusion.adapt import TrainingImages, adapt_generator
 from pipeline.tiny import _clip_tokenizer
 
 

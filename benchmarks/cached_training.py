@@ -18,13 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.candidates import LOGIT_SCALE
-from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.images import open_image
 from pipeline.clip.features import encode_images
 from pipeline.clip.models import load_clip
-from pipeline.config.params import DatasetParams, WorldParams
 from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import DatasetParams, WorldParams
+from pipeline.core.candidates import LOGIT_SCALE
+from pipeline.datasets.images import open_image
+from pipeline.datasets.loading import load_dataset
 
 
 def epoch(learner, optimizer, labels, batch_size, features_of):

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.images import open_image
 from pipeline.clip.features import encode_image_shards
 from pipeline.clip.models import load_clip
 from pipeline.config.params import ClipParams, DatasetParams, WorldParams
+from pipeline.datasets.images import open_image
+from pipeline.datasets.loading import load_dataset
 
 
 def main() -> None:

@@ -26,18 +26,23 @@ from pathlib import Path
 
 import torch
 
-from pipeline.runtime.devices import resolve_dtype, torch_threads
+from pipeline.config.params import ComputeParams, GenerateParams
 from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.loading import load_generator
 from pipeline.diffusion.synthetic import plan_shards
-from pipeline.config.params import ComputeParams, GenerateParams
+from pipeline.runtime.devices import resolve_dtype, torch_threads
 
 
 def random_weights_model(kind: str, folder: Path, dtype: torch.dtype) -> str:
     """An SD 1.5- or SD-Turbo (SD 2.1)-shaped pipeline with random weights, saved as a diffusers folder
     (no download: cost does not depend on the weights)."""
-    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from pipeline.tiny import _clip_tokenizer

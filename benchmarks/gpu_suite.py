@@ -139,9 +139,9 @@ def _prompt_arm(cfg, path: str, compiled: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from pipeline.clip.prompts import PromptLearner
     from pipeline.core.candidates import LOGIT_SCALE
     from pipeline.datasets.benchmark import shipped_class_names
-    from pipeline.clip.prompts import PromptLearner
 
     p, device = cfg.prompt, _device(cfg)
     clip = _clip(cfg)
@@ -199,9 +199,9 @@ def arm_prompt_fit(cfg) -> dict:
     one epoch over the last round's kept pseudo-labels (batch 16, SGD); seconds per optimiser step."""
     from method_costs import train_seconds
 
-    from pipeline.datasets.benchmark import shipped_class_names
     from pipeline.config.params import TrainParams
     from pipeline.config.protocols import PROTOCOLS
+    from pipeline.datasets.benchmark import shipped_class_names
 
     recipe = {key: value for key, value in PROTOCOLS["grip"].recipe.items() if key not in ("augment", "crop_scale")}
     recipe.update(epochs=cfg.fit["epochs"], warmup_epochs=0)
@@ -270,11 +270,11 @@ def _generate_arm(cfg, kind: str) -> dict:
     """`generation_throughput.direct` (the pipeline object called batch after batch, model loaded, one
     warm-up batch) and the PNG encoding the generate stage adds per image (`generation._png`)."""
     import numpy as np
+    from generation_throughput import direct
     from PIL import Image
 
-    from generation_throughput import direct
-    from pipeline.diffusion.generate import _png
     from pipeline.config.params import GenerateParams
+    from pipeline.diffusion.generate import _png
 
     g, device, dtype = cfg.generate[kind], _device(cfg), _dtype(cfg)
     model, build_s = _generator(cfg, kind)
@@ -361,7 +361,7 @@ def run(cfg, out: Path, arms: list[str], resume: bool) -> None:
 
     device = _device(cfg)
     if cfg.device == "cpu":
-        from pipeline.runtime.devices import fixed_threads   # OMP_NUM_THREADS=2,1 or a bad PIPELINE_THREADS handled
+        from pipeline.runtime.devices import fixed_threads  # OMP_NUM_THREADS=2,1 or a bad PIPELINE_THREADS handled
 
         torch.set_num_threads(fixed_threads() or torch.get_num_threads())
     if not resume:

@@ -18,12 +18,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline.training.learners import make_learner_factory
-from pipeline.methods.base import LossTerm
-from pipeline.methods.base import one_hot
 from pipeline.clip.models import load_clip
-from pipeline.config.params import parse_params
 from pipeline.clip.pixels import PixelSpec
+from pipeline.config.params import parse_params
+from pipeline.methods.base import LossTerm, one_hot
+from pipeline.training.learners import make_learner_factory
 from pipeline.training.loop import fit_prompt
 
 WEIGHTS = {"demo-clip": "data/demo/demo-clip.safetensors"}

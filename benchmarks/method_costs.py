@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
+from pipeline.clip.models import load_clip
+from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import TrainParams
 from pipeline.core.candidates import Candidates
 from pipeline.methods.base import LossTerm
-from pipeline.clip.models import load_clip
-from pipeline.config.params import TrainParams
-from pipeline.clip.prompts import PromptLearner
 from pipeline.pseudolabel.rules import grip_k, select_balanced, select_cpl
 from pipeline.training.loop import fit_prompt
 

@@ -23,8 +23,15 @@ import tracemalloc
 
 import numpy as np
 
-from pipeline.pseudolabel.rules import (assign_to_pools, grip_k, inter_instance_sets, intra_instance_sets,
-                                   select_balanced, select_balanced_by_sorting, softmax)
+from pipeline.pseudolabel.rules import (
+    assign_to_pools,
+    grip_k,
+    inter_instance_sets,
+    intra_instance_sets,
+    select_balanced,
+    select_balanced_by_sorting,
+    softmax,
+)
 
 SORTING_BYTES_PER_PAIR = 16   # the int64 tie-break and lexsort's int64 order, beside the negated posteriors
 

@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline.methods.base import LossTerm
 from pipeline.clip.models import load_clip
-from pipeline.config.params import TrainParams
 from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import TrainParams
+from pipeline.methods.base import LossTerm
 from pipeline.training.loop import fit_prompt
 
 CPU = torch.device("cpu")

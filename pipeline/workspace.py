@@ -7,15 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.clip.pixels import PixelSpec, pixel_cache
+from pipeline.config.params import GenerateParams
 from pipeline.core import paths
 from pipeline.core.artifacts import load_tensors, read_json, read_table
+from pipeline.core.errors import PipelineError
+from pipeline.core.pool import Pool
 from pipeline.datasets.candidate_sets import candidate_masks
 from pipeline.datasets.manifest import pseudo_label_classes
-from pipeline.core.errors import PipelineError
-from pipeline.core.candidates import Candidates
-from pipeline.config.params import GenerateParams
-from pipeline.clip.pixels import PixelSpec, pixel_cache
-from pipeline.core.pool import Pool
 
 
 def zero_shot_weights(text: pd.DataFrame, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
@@ -117,20 +116,3 @@ def training_images(pool: Pool, spec: PixelSpec, generate: GenerateParams, class
     pool.synthetic_images = len(store) + (np.arange(len(synthetic)) if pool.synthetic_rows is None
                                           else pool.synthetic_rows)
     return np.concatenate([store, synthetic])
-
-
-def pseudo_labels_frame(pool_ids: np.ndarray, pseudo: Candidates) -> pd.DataFrame:
-    """One row per selected image: its assigned class, confidence, candidate classes and weights."""
-    return pd.DataFrame({"id": pool_ids[pseudo.rows], "pseudo_label": pseudo.labels.astype(np.int64),
-                         "confidence": pseudo.confidence.astype(np.float32),
-                         "candidates": pseudo.sets(), "candidate_weights": pseudo.set_weights()})
-
-
-def read_pseudo_labels(pool_ids: np.ndarray, n_classes: int) -> Candidates:
-    frame, _ = read_table(paths.PSEUDOLABELS)
-    row_of = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
-    weights = np.zeros((len(frame), n_classes), dtype=np.float32)
-    for index, (classes, values) in enumerate(zip(frame["candidates"], frame["candidate_weights"])):
-        weights[index, np.asarray(classes, dtype=np.int64)] = values
-    return Candidates(row_of[frame["id"]].to_numpy(), frame["pseudo_label"].to_numpy(dtype=np.int64), weights,
-                      frame["confidence"].to_numpy(dtype=np.float32))

@@ -34,17 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import paths  # noqa: E402
-from pipeline.diffusion.adapt import adapt_generator, prior_images, target_training_images  # noqa: E402
-from pipeline.diffusion.lora import save_adapter  # noqa: E402
-from pipeline.core.artifacts import read_json, read_table, write_json  # noqa: E402
-from pipeline.auxiliary.prototypes import class_fidelity, class_prototypes, synthetic_selection  # noqa: E402
 from pipeline.auxiliary.domain_gap import classifier_accuracies, frechet_distance  # noqa: E402
+from pipeline.auxiliary.prototypes import class_fidelity, class_prototypes, synthetic_selection  # noqa: E402
 from pipeline.clip.features import encode_images  # noqa: E402
-from pipeline.diffusion.generate import generate_synthetic  # noqa: E402
-from pipeline.diffusion.loading import load_generator  # noqa: E402
-from pipeline.diffusion.synthetic import read_synthetic  # noqa: E402
 from pipeline.clip.models import load_clip  # noqa: E402
 from pipeline.config.params import load_params  # noqa: E402
+from pipeline.core.artifacts import read_json, read_table, write_json  # noqa: E402
+from pipeline.diffusion.adapt import adapt_generator, prior_images, target_training_images  # noqa: E402
+from pipeline.diffusion.generate import generate_synthetic  # noqa: E402
+from pipeline.diffusion.loading import load_generator  # noqa: E402
+from pipeline.diffusion.lora import save_adapter  # noqa: E402
+from pipeline.diffusion.synthetic import read_synthetic  # noqa: E402
 from pipeline.workspace import load_workspace  # noqa: E402
 
 # name: (captions, prior_weight, adapter_scale); None = the unadapted generator (the reference)

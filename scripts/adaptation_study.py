@@ -22,18 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.core import paths
-from pipeline.diffusion.adapt import adapt_generator, target_training_images
-from pipeline.diffusion.lora import save_adapter
-from pipeline.core.artifacts import read_table, write_json, write_table
-from pipeline.auxiliary.prototypes import class_prototypes
 from pipeline.auxiliary.domain_gap import classifier_accuracies, domain_gap
+from pipeline.auxiliary.prototypes import class_prototypes
 from pipeline.clip.features import encode_images
-from pipeline.diffusion.generate import generate_synthetic
-from pipeline.diffusion.loading import load_generator
-from pipeline.diffusion.synthetic import read_synthetic
 from pipeline.clip.models import load_clip
 from pipeline.config.params import load_params
+from pipeline.core import paths
+from pipeline.core.artifacts import read_table, write_json, write_table
+from pipeline.diffusion.adapt import adapt_generator, target_training_images
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.loading import load_generator
+from pipeline.diffusion.lora import save_adapter
+from pipeline.diffusion.synthetic import read_synthetic
 from pipeline.workspace import load_workspace
 
 PREFIXES = (16, 32, 64, 128)

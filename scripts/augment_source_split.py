@@ -17,15 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.clip.models import load_clip
+from pipeline.clip.pixels import PixelSpec, pixel_cache
+from pipeline.config.params import load_params
 from pipeline.datasets.demo import demo_dataset
 from pipeline.demo import world
 from pipeline.demo.recipe import same_colour_confusions
+from pipeline.methods.base import LossTerm, one_hot
 from pipeline.training.learners import encode_store, make_learner_factory
-from pipeline.methods.base import LossTerm
-from pipeline.methods.base import one_hot
-from pipeline.clip.models import load_clip
-from pipeline.config.params import load_params
-from pipeline.clip.pixels import PixelSpec, pixel_cache
 from pipeline.training.loop import fit_prompt
 
 CHOICES = {"none": ("none", [1.0, 1.0]), "crop 0.08-1 + flip": ("crop_flip", [0.08, 1.0]),

@@ -24,11 +24,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.datasets.demo import demo_dataset  # noqa: E402
 from pipeline.clip.features import encode_images, encode_prompts  # noqa: E402
 from pipeline.clip.models import load_clip  # noqa: E402
 from pipeline.config.params import WORLD_SHIFT_KNOBS, WorldParams, world_presets  # noqa: E402
 from pipeline.config.protocols import PROTOCOLS  # noqa: E402
+from pipeline.datasets.demo import demo_dataset  # noqa: E402
 from pipeline.workspace import zero_shot_weights  # noqa: E402
 
 RECORD = ROOT / "results" / "worlds" / "calibration.csv"

@@ -40,15 +40,15 @@ def run(spec: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.core.artifacts import read_table
     from pipeline.auxiliary.prototypes import class_prototypes
-    from pipeline.datasets.source import Dataset
+    from pipeline.clip.models import load_clip
+    from pipeline.clip.prompts import PromptLearner
+    from pipeline.config.params import parse_params
+    from pipeline.core.artifacts import read_table
     from pipeline.datasets.paradigms import apply_paradigm
+    from pipeline.datasets.source import Dataset
     from pipeline.evaluation.metrics import predict, split_metrics
     from pipeline.methods.catalog import build_method
-    from pipeline.clip.models import load_clip
-    from pipeline.config.params import parse_params
-    from pipeline.clip.prompts import PromptLearner
     from pipeline.training.loop import run_ensemble
     from pipeline.workspace import load_workspace, training_pool
 

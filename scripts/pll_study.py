@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from methods_direct import _override  # scripts/ is on the path when a script runs: one KEY=VALUE parser
 
 LOSSES = ("cc", "rc", "lws", "cavl")
@@ -65,13 +64,13 @@ def teacher_accuracy(seeds: list[int], rates: list[float], shots: int) -> dict[f
 def run_study(out: Path, seeds: list[int], rates: list[float], shots: int, overrides: list[str]) -> None:
     import torch
 
+    from pipeline.clip.models import load_clip
+    from pipeline.clip.prompts import PromptLearner
+    from pipeline.config.params import parse_params
+    from pipeline.core.pool import Pool
     from pipeline.datasets.candidate_sets import draw_candidate_masks
     from pipeline.evaluation.metrics import accuracy, predict
     from pipeline.methods.catalog import build_method
-    from pipeline.clip.models import load_clip
-    from pipeline.config.params import parse_params
-    from pipeline.core.pool import Pool
-    from pipeline.clip.prompts import PromptLearner
     from pipeline.training.loop import run_method
     from pipeline.workspace import load_workspace
 

@@ -30,8 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.experiments.matrix import STUDY_SEED_KEYS, assign  # noqa: E402
 from pipeline.config.params import parse_params  # noqa: E402
+from pipeline.experiments.matrix import STUDY_SEED_KEYS, assign  # noqa: E402
 
 RECORD = ROOT / "results" / "worlds" / "runs.jsonl"
 WORK = ROOT / "studies" / "worlds" / "project"

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.runtime.devices import gpu_lease, share_cores
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import shared_root
+from pipeline.runtime.devices import gpu_lease, share_cores
 
 LOCKS = Path(".cache/locks")       # per workspace: one copy of each stage
 RUNNING = Path(".cache/running")   # per project (queued experiments included): who shares the cores

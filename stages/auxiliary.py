@@ -5,10 +5,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.core import paths
-from pipeline.core.artifacts import save_tensors
 from pipeline.auxiliary.prototypes import class_prototypes, synthetic_selection
 from pipeline.config.params import load_params
+from pipeline.core import paths
+from pipeline.core.artifacts import save_tensors
 from pipeline.workspace import load_workspace
 from stages._cli import stage
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from pipeline.core import paths
-from pipeline.runtime.devices import check_devices
 from pipeline.check.fingerprint import write_fingerprints
-from pipeline.methods.catalog import check_method
 from pipeline.config.params import load_params
+from pipeline.core import paths
+from pipeline.methods.catalog import check_method
+from pipeline.runtime.devices import check_devices
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
+from pipeline.config.params import load_params
 from pipeline.core import paths
 from pipeline.core.artifacts import read_json
 from pipeline.core.errors import PipelineError
+from pipeline.core.inputs import reads_synthetic_images
 from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.synthetic import contact_sheet
-from pipeline.core.inputs import reads_synthetic_images
-from pipeline.config.params import load_params
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import typer
 
+from pipeline.config.params import load_params
 from pipeline.core import paths
 from pipeline.core.artifacts import atomic_path, write_json, write_table
 from pipeline.datasets.paradigms import class_sheet, prepare
-from pipeline.config.params import load_params
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)

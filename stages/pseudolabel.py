@@ -4,11 +4,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.core import paths
-from pipeline.core.artifacts import write_json, write_table
-from pipeline.methods.catalog import build_method
 from pipeline.config.params import load_params
-from pipeline.workspace import load_workspace, pseudo_labels_frame, training_pool
+from pipeline.methods.catalog import build_method
+from pipeline.pseudolabel.store import write_pseudo_labels
+from pipeline.workspace import load_workspace, training_pool
 from stages._cli import stage
 
 app = typer.Typer(add_completion=False)
@@ -24,12 +23,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> N
                              with_candidate_sets=method.needs_candidate_sets)
         pseudo = method.pseudo_label(pool, workspace.zero_shot_weights)
         pool_ids = workspace.manifest.loc[workspace.split("train"), "id"].to_numpy()
-        write_table(paths.PSEUDOLABELS, pseudo_labels_frame(pool_ids, pseudo), metadata={"method": method.name})
-        summary = {"method": method.name, "n_unlabeled": int(len(pool.unlabeled)), "n_pseudo_labels": len(pseudo),
-                   "pseudo_label_accuracy": pseudo.accuracy(pool.true_labels),
-                   "candidate_coverage": pseudo.coverage(pool.true_labels),
-                   "mean_candidate_set_size": pseudo.mean_set_size()}
-        write_json(paths.PSEUDOLABEL_SUMMARY, summary)
+        summary = write_pseudo_labels(pool_ids, pseudo, pool.true_labels, method.name, int(len(pool.unlabeled)))
         log.info("%s: %d of %d unlabeled images pseudo-labelled, %.1f%% right, true class in the set %.1f%%, "
                  "%.2f classes per set (analysis only)", method.name, summary["n_pseudo_labels"],
                  summary["n_unlabeled"], 100 * summary["pseudo_label_accuracy"],

@@ -1,7 +1,7 @@
 """The project's import graph read from the source (ast), for the layout tests.
 
-Every import counts: top-level, lazy (inside a function) and `TYPE_CHECKING` ones alike, since each is
-code the importer may run or is typed against. Importing `a.b.c` runs `a/__init__.py` and
+Every import that can run counts: top-level and lazy (inside a function) alike. Imports under
+`if TYPE_CHECKING:` never run, so they change no output and do not count. Importing `a.b.c` runs `a/__init__.py` and
 `a/b/__init__.py` too. A package that imports its modules by `pkgutil.iter_modules(__path__)` or by
 `importlib.import_module(f"{prefix}...")` imports every module under it (the method registry does).
 
@@ -49,6 +49,11 @@ def _package_modules(package: str) -> set[Path]:
     return set((ROOT.joinpath(*package.split("."))).rglob("*.py"))
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 @functools.cache
 def imports_of(path: Path) -> frozenset[Path]:
     """The project files `path` imports directly, its packages' `__init__.py` included."""
@@ -63,7 +68,11 @@ def imports_of(path: Path) -> frozenset[Path]:
             if file is not None:
                 found.add(file)
 
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for statement in node.body for inner in ast.walk(statement)}
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.diffusion.adapt import TrainingImages, adapt_generator
-from pipeline.diffusion.lora import load_adapter, save_adapter
-from pipeline.diffusion.generate import _cache_key
 from pipeline.config.params import AdaptParams, GenerateParams
+from pipeline.diffusion.adapt import TrainingImages, adapt_generator
+from pipeline.diffusion.generate import _cache_key
+from pipeline.diffusion.lora import load_adapter, save_adapter
 from pipeline.tiny import build_tiny_diffusion
 
 SETTINGS = AdaptParams(enabled=True, rank=4, steps=4, lr=0.05, batch_size=2, resolution=32, seed=0)
@@ -103,8 +103,8 @@ def _workspace(labeled: list[bool]):
 
 
 def test_pseudolabel_captions_keep_the_k_most_confident_per_class_and_given_labels():
-    from pipeline.diffusion.adapt import target_training_images
     from pipeline.config.params import Params
+    from pipeline.diffusion.adapt import target_training_images
 
     params = Params(adapt=AdaptParams(captions="pseudolabel", k=1), generate=GenerateParams(templates=["a {} photo"]))
     workspace, manifest = _workspace([False] * 6)

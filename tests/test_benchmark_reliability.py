@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from benchmark_fakes import CUB_CLASSES, fake_class_folders, fake_cub, fake_dtd, fake_fgvc, fake_flowers, jpg
-from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
+from pipeline.datasets.loading import load_dataset
 
 
 def _load(name: str, root: Path, **options):

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams, WorldParams
-
 from benchmark_fakes import CUB_CLASSES, fake_class_folders, fake_cub, fake_dtd, fake_fgvc, fake_flowers
+from pipeline.config.params import DatasetParams, WorldParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import shipped_class_names, shipped_folders
+from pipeline.datasets.loading import load_dataset
 
 
 def _load(name: str, root: Path, **options):

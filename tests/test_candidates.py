@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from pipeline.core.candidates import Candidates, candidate_loss
 from pipeline.methods.cpl import resolve_beta
-from pipeline.pseudolabel.rules import (assign_to_pools, cpl_pool_caps, inter_instance_sets, intra_instance_sets,
-                                   select_cpl)
+from pipeline.pseudolabel.rules import assign_to_pools, cpl_pool_caps, inter_instance_sets, intra_instance_sets, select_cpl
 
 # 6 images x 3 classes (the same matrix as test_pseudolabels), worked on paper below.
 PROBS = np.array([
@@ -132,7 +131,7 @@ def test_single_label_candidates():
 def test_candidate_sets_round_trip_through_pseudolabels_parquet(tmp_path, monkeypatch):
     from pipeline.core import paths
     from pipeline.core.artifacts import write_table
-    from pipeline.workspace import pseudo_labels_frame, read_pseudo_labels
+    from pipeline.pseudolabel.store import pseudo_labels_frame, read_pseudo_labels
 
     monkeypatch.chdir(tmp_path)
     soft = select_cpl(PROBS, 0.5, 0.5, np.array([2, 2, 2]), soft=True)

@@ -18,9 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.check import fingerprint
+from pipeline.config.params import parse_params
 from pipeline.core.errors import PipelineError
 from pipeline.training.learners import LearnerSpec, make_learner_factory
-from pipeline.config.params import parse_params
 from stages import check
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,17 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.clip.pixels import PixelSpec
+from pipeline.clip.prompts import PromptLearner, read_descriptions
+from pipeline.config.params import parse_params
 from pipeline.core.candidates import Candidates
 from pipeline.core.errors import PipelineError
-from pipeline.training.learners import make_learner_factory
-from pipeline.methods.catalog import build_method
-from pipeline.training.momentum import MomentumContrast
-from pipeline.config.params import parse_params
-from pipeline.training.losses import build_loss
-from pipeline.clip.pixels import PixelSpec
 from pipeline.core.pool import Pool
-from pipeline.clip.prompts import PromptLearner, read_descriptions
+from pipeline.methods.catalog import build_method
+from pipeline.training.learners import make_learner_factory
 from pipeline.training.loop import fit_prompt, run_method
+from pipeline.training.losses import build_loss
+from pipeline.training.momentum import MomentumContrast
 from pipeline.training.visual import VisualLearner
 
 NAMES = ["red circle", "blue circle", "red square", "blue square"]

@@ -8,19 +8,18 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from pipeline.runtime import compute
-from pipeline.runtime.compute import KILL_WORKER_ONCE, run_shards
-from pipeline.datasets.loading import load_dataset
-from pipeline.runtime.devices import gpu_lease, visible_gpus
-from pipeline.core.errors import PipelineError
 from pipeline.clip.features import encode_image_shards
+from pipeline.config.params import ClipParams, ComputeParams, DatasetParams, GenerateParams, WorldParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.loading import load_dataset
 from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.synthetic import read_synthetic
-from pipeline.config.params import ClipParams, ComputeParams, DatasetParams, GenerateParams, WorldParams
+from pipeline.runtime import compute
+from pipeline.runtime.compute import KILL_WORKER_ONCE, run_shards
+from pipeline.runtime.devices import gpu_lease, visible_gpus
 
 CLASSES = ["cat", "dog", "red car"]
 CPU = torch.device("cpu")

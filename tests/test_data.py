@@ -3,12 +3,12 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.datasets.loading import load_dataset
+from pipeline.config.params import DatasetParams, ParadigmParams, WorldParams
+from pipeline.core.errors import PipelineError
 from pipeline.datasets.images import open_image
+from pipeline.datasets.loading import load_dataset
 from pipeline.datasets.paradigms import prepare, seen_classes
 from pipeline.demo.world import class_names
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams, ParadigmParams, WorldParams
 
 DEMO = DatasetParams(name="demo", demo=WorldParams(images_per_class=6, test_images_per_class=3))
 

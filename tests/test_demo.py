@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.clip.models import load_clip
+from pipeline.config.params import GenerateParams, WorldParams, parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.demo import demo_dataset
 from pipeline.demo import world
 from pipeline.demo.generator import class_fidelity
+from pipeline.demo.pretrain_clip import caption, render_corpus, zero_shot_accuracy
 from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.loading import load_generator
 from pipeline.diffusion.synthetic import read_synthetic
-from pipeline.demo.pretrain_clip import caption, render_corpus, zero_shot_accuracy
-from pipeline.clip.models import load_clip
-from pipeline.datasets.demo import demo_dataset
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import GenerateParams, WorldParams, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

@@ -10,17 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import parse_params
+from pipeline.config.protocols import PROTOCOLS
 from pipeline.core.candidates import LOGIT_SCALE
-from pipeline.training.checkpoints import Checkpoints
 from pipeline.methods.base import LossTerm
 from pipeline.methods.catalog import build_method
-from pipeline.config.params import parse_params
-from pipeline.training.losses import build_loss, rc_confidence
-from pipeline.clip.prompts import PromptLearner
-from pipeline.config.protocols import PROTOCOLS
-from pipeline.pseudolabel.rules import (assign_to_pools, assign_to_pools_reference, grip_k, intra_instance_sets,
-                                   quantile_exact)
+from pipeline.pseudolabel.rules import assign_to_pools, assign_to_pools_reference, grip_k, intra_instance_sets, quantile_exact
+from pipeline.training.checkpoints import Checkpoints
 from pipeline.training.loop import fit_prompt
+from pipeline.training.losses import build_loss, rc_confidence
 
 DEVICE = torch.device("cpu")
 

@@ -14,11 +14,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.datasets.loading import load_dataset
+from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
 from pipeline.datasets.folder import _check_unique_ids
 from pipeline.datasets.images import open_image
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams
+from pipeline.datasets.loading import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

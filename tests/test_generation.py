@@ -7,20 +7,20 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import open_clip
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from pipeline.diffusion import generate as generation
+from pipeline.clip.models import register_model_configs
+from pipeline.config.params import GenerateParams
 from pipeline.core.errors import PipelineError
+from pipeline.core.plots import LABEL_WIDTH
+from pipeline.diffusion import generate as generation
 from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.loading import load_generator
 from pipeline.diffusion.synthetic import COLUMNS, contact_sheet, image_seed, read_planned_synthetic, read_synthetic
-from pipeline.config.params import GenerateParams
-from pipeline.clip.models import register_model_configs
-from pipeline.core.plots import LABEL_WIDTH
 from pipeline.tiny import TINY_CLIP, build_tiny_diffusion, save_tiny_diffusion
 
 CLASSES = ["cat", "dog", "red car"]

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from pipeline.core.errors import PipelineError
-from pipeline.experiments.tables import markdown_table
 from pipeline.experiments.matrix import collect, plan
+from pipeline.experiments.tables import markdown_table
 
 BASE = yaml.safe_load(open("params.yaml"))
 

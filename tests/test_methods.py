@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.errors import PipelineError
-from pipeline.methods.base import Method, register
-from pipeline.methods.catalog import check_method, build_method, method_names, selection_rules
-from pipeline.methods.base import _REGISTRY
 from pipeline.config.params import parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.methods.base import _REGISTRY, Method, register
+from pipeline.methods.catalog import build_method, check_method, method_names, selection_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.config.params import load_params, parse_params
 from pipeline.core.errors import PipelineError
 from pipeline.methods.catalog import check_method
-from pipeline.config.params import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ import torch
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from pipeline.runtime.devices import CoreShare
-from pipeline.core.errors import PipelineError
-from pipeline.training.learners import LearnerSpec, build_visual
 from pipeline.clip.models import load_clip
 from pipeline.config.params import Params, load_params, parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.runtime.devices import CoreShare
+from pipeline.training.learners import LearnerSpec, build_visual
 from stages import check
 from stages._cli import stage
 

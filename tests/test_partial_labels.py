@@ -9,12 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.datasets.candidate_sets import candidate_masks, candidate_table, draw_candidate_masks
-from pipeline.core.errors import PipelineError
-from pipeline.methods.catalog import check_method
 from pipeline.config.params import DatasetParams, ParadigmParams, parse_params
-from pipeline.training.losses import (LOSSES, aligned, alignment_loss, alignment_target, build_loss, cavl_targets,
-                                     lws_weights, rc_confidence)
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.candidate_sets import candidate_masks, candidate_table, draw_candidate_masks
+from pipeline.methods.catalog import check_method
+from pipeline.training.losses import (
+    LOSSES,
+    aligned,
+    alignment_loss,
+    alignment_target,
+    build_loss,
+    cavl_targets,
+    lws_weights,
+    rc_confidence,
+)
 
 N_CLASSES = 10
 

@@ -18,14 +18,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.check import fingerprint
+from pipeline.config.params import DatasetParams, ParadigmParams
 from pipeline.core.artifacts import read_table
+from pipeline.core.errors import PipelineError
+from pipeline.core.plots import CELL, LABEL_WIDTH
 from pipeline.datasets import paradigms
 from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.source import Dataset
 from pipeline.datasets.paradigms import prepare as prepare_dataset
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams, ParadigmParams
-from pipeline.core.plots import CELL, LABEL_WIDTH
+from pipeline.datasets.source import Dataset
 from stages import prepare
 from tests.test_benchmarks import fake_flowers
 

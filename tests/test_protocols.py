@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.training.batching import PLANS
-from pipeline.core.candidates import candidate_loss
-from pipeline.methods.base import LossTerm
 from pipeline.config.params import parse_params
 from pipeline.config.protocols import PROTOCOLS
+from pipeline.core.candidates import candidate_loss
+from pipeline.methods.base import LossTerm
+from pipeline.training.batching import PLANS
 from pipeline.training.loop import _schedule, fit_prompt
 from tests.test_training import DEVICE, NAMES, learner_factory, make_pool
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.demo import world
-from pipeline.demo.recipe import choose, same_colour_confusions, score_recipe, source_split
 from pipeline.clip.models import load_clip
 from pipeline.config.params import TrainParams
+from pipeline.demo import world
+from pipeline.demo.recipe import choose, same_colour_confusions, score_recipe, source_split
 
 CLIP_FILE = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo-clip.safetensors"
 N_COLOURS = len(world.COLOURS)

@@ -14,11 +14,11 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.check import fingerprint
+from pipeline.config.params import load_params, parse_params
 from pipeline.core.artifacts import write_json
-from pipeline.runtime.devices import resolve_device
 from pipeline.core.errors import PipelineError
 from pipeline.methods.catalog import check_method
-from pipeline.config.params import load_params, parse_params
+from pipeline.runtime.devices import resolve_device
 from stages import check, prepare
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,13 @@ import numpy as np
 import pytest
 
 from pipeline.pseudolabel import rules as pseudolabels
-from pipeline.pseudolabel.rules import (assign_to_pools, inter_instance_sets, intra_instance_sets, select_balanced,
-                                   select_balanced_by_sorting)
+from pipeline.pseudolabel.rules import (
+    assign_to_pools,
+    inter_instance_sets,
+    intra_instance_sets,
+    select_balanced,
+    select_balanced_by_sorting,
+)
 
 # (CHUNK_ELEMENTS, PREFERENCE_WIDTH): the defaults, then one row or one class per chunk and lists
 # of one to three classes, so that images run out of their lists and refill many times.

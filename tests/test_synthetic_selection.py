@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.auxiliary.prototypes import (MIN_KEPT, auxiliary_posterior, class_fidelity, matched_temperature,
-                                synthetic_selection)
+from pipeline.auxiliary.prototypes import MIN_KEPT, auxiliary_posterior, class_fidelity, matched_temperature, synthetic_selection
 from pipeline.pseudolabel.rules import text_posterior
 
 # Three classes whose text weights are the unit axes; synthetic features near an axis are "seen as" it.
@@ -74,10 +73,11 @@ def test_matched_temperature_gives_the_auxiliary_posterior_the_text_posteriors_e
 
 
 def test_the_kept_mask_decides_which_synthetic_images_the_pool_trains_on(tmp_path, monkeypatch):
+    import pandas as pd
+
     from pipeline.core import paths
     from pipeline.core.artifacts import save_tensors
     from pipeline.workspace import Workspace, training_pool
-    import pandas as pd
 
     monkeypatch.chdir(tmp_path)
     manifest = pd.DataFrame({"id": ["a", "b"], "split": ["train", "train"], "label": [0, 1], "labeled": False,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import parse_params
 from pipeline.core.candidates import Candidates
+from pipeline.core.pool import Pool
 from pipeline.datasets.candidate_sets import draw_candidate_masks
 from pipeline.methods.catalog import build_method
-from pipeline.config.params import parse_params
-from pipeline.core.pool import Pool
-from pipeline.clip.prompts import PromptLearner
 from pipeline.training.loop import fit_prompt, run_ensemble, run_method
 
 NAMES = ["red circle", "blue circle", "red square", "blue square", "green star", "yellow ring"]
@@ -216,8 +216,8 @@ def test_rc_updated_from_the_next_steps_forward_trains_exactly_as_with_a_separat
     """fit_prompt applies RC's update with the next step's class weights instead of a second text-tower
     pass after each step; the parameters are the same, so the trained context must be too."""
     from pipeline.core.candidates import LOGIT_SCALE
-    from pipeline.training.losses import build_loss
     from pipeline.training.loop import _schedule, steps_per_epoch
+    from pipeline.training.losses import build_loss
 
     pool = make_pool(tiny_clip)
     pool.candidate_sets = draw_candidate_masks(pool.true_labels, len(NAMES), 0.4, seed=1)

@@ -11,16 +11,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 import pipeline.clip.pixels as pixels
-from pipeline.training.checkpoints import Checkpoints
-from pipeline.datasets.images import png_bytes
-from pipeline.core.errors import PipelineError
-from pipeline.training.learners import ImageSpaceLearner, make_learner_factory
-from pipeline.methods.base import LossTerm
-from pipeline.methods.base import one_hot
 from pipeline.clip.models import load_clip
-from pipeline.config.params import parse_params
 from pipeline.clip.pixels import PixelSpec, augment, pixel_cache
+from pipeline.config.params import parse_params
 from pipeline.config.protocols import PROTOCOLS
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.images import png_bytes
+from pipeline.methods.base import LossTerm, one_hot
+from pipeline.training.checkpoints import Checkpoints
+from pipeline.training.learners import ImageSpaceLearner, make_learner_factory
 from pipeline.training.loop import fit_prompt
 from pipeline.training.visual import VisualLearner
 

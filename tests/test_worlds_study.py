@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import worlds_study  # noqa: E402
-from pipeline.experiments.matrix import assign  # noqa: E402
+
 from pipeline.config.params import parse_params  # noqa: E402
+from pipeline.experiments.matrix import assign  # noqa: E402
 
 
 def test_every_cell_is_a_valid_run_with_one_study_seed_and_none_repeats():

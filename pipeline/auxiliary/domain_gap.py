@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.auxiliary.prototypes import auxiliary_posterior
+from pipeline.auxiliary.prototypes import auxiliary_posterior, class_fidelity
 from pipeline.pseudolabel.rules import fuse, text_posterior
 
 
@@ -54,3 +54,20 @@ def classifier_accuracies(features: np.ndarray, true_labels: np.ndarray, zero_sh
     p_aux = auxiliary_posterior(features, prototypes, temperature, p_text)
     return {name: float((p.argmax(axis=1) == true_labels).mean())
             for name, p in (("text", p_text), ("auxiliary", p_aux), ("fused", fuse(p_text, p_aux, fusion_lambda)))}
+
+
+def fidelity_report(synthetic: np.ndarray, synthetic_labels: np.ndarray, weights: np.ndarray, class_names: list[str],
+                    kept: np.ndarray, adapted: bool, prior_labels: np.ndarray,
+                    prior_features: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The synthetic images' class fidelity (label-free: the share the frozen CLIP assigns to their
+    prompt class), overall, of the images the auxiliary classifier kept, and of the unadapted sample
+    `adapt` made (the synthetic images themselves when nothing was adapted); with the per-class shares."""
+    overall, per_class = class_fidelity(synthetic, synthetic_labels, weights)
+    kept_overall, _ = class_fidelity(synthetic[kept], synthetic_labels[kept], weights)
+    unadapted, unadapted_per_class = (class_fidelity(prior_features, prior_labels, weights) if adapted
+                                      else (overall, per_class))
+    report = {"generator": "adapted" if adapted else "unadapted", "synthetic": overall,
+              "kept": kept_overall, "unadapted": unadapted, "unadapted_images": len(prior_labels) if adapted else len(kept),
+              "per_class": {name: {"synthetic": float(a), "unadapted": float(b)}
+                            for name, a, b in zip(class_names, per_class, unadapted_per_class)}}
+    return report, per_class

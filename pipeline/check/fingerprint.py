@@ -24,13 +24,13 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.config.params import Params
 from pipeline.core.artifacts import file_digest, write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.inputs import UNUSED_GENERATOR
 from pipeline.methods.base import registry
 from pipeline.methods.catalog import build_method
 from pipeline.methods.coft import CoFT
-from pipeline.config.params import Params
 
 HASH_CACHE = Path(".cache/fingerprints.json")
 

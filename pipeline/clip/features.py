@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from pipeline.core.artifacts import atomic_path
-from pipeline.runtime.compute import run_shards, worker_model
-from pipeline.clip.models import Clip, load_clip
-from pipeline.config.params import ClipParams, ComputeParams
 from pipeline.clip import pixels
+from pipeline.clip.models import Clip, load_clip
 from pipeline.clip.pixels import PixelSpec, decode_pixels
 from pipeline.clip.prompts import class_prompts
+from pipeline.config.params import ClipParams, ComputeParams, Params
+from pipeline.core import paths
+from pipeline.core.artifacts import atomic_path, write_table
+from pipeline.core.paths import shared_root
+from pipeline.runtime.compute import execution_device, run_shards, worker_model
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +177,17 @@ def encode_prompts(clip: Clip, templates: list[str], class_names: list[str], dev
     embeddings = F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
     frame = pd.DataFrame({"class_index": [c for c, _ in pairs], "prompt": [p for _, p in pairs]})
     return frame, embeddings
+
+
+def feature_metadata(params: Params) -> dict:
+    """What a feature table says it was encoded with (evaluate and train check it against params)."""
+    return {"arch": params.clip.arch, "pretrained": params.clip.pretrained}
+
+
+def write_image_features(path: Path, frame: pd.DataFrame, params: Params, desc: str) -> None:
+    """Encode `frame` shard by shard (cached under `.cache/features`, run where `compute.*` says) into
+    the feature table `path` (id, label, embedding)."""
+    device = execution_device(params.compute, params.clip.device, "clip.device")
+    embeddings = encode_image_shards(frame, params.clip, device, shared_root() / paths.FEATURE_CACHE, params.compute, desc)
+    table = pd.DataFrame({"id": frame["id"].to_numpy(), "label": frame["label"].astype("int64").to_numpy()})
+    write_table(path, table, embeddings, feature_metadata(params))

@@ -30,8 +30,8 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from pipeline.core.artifacts import atomic_path
-from pipeline.datasets.images import open_image
 from pipeline.core.errors import PipelineError
+from pipeline.datasets.images import open_image
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,34 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError, field_validator, model_validator
 
-from pipeline.core.errors import PipelineError
 from pipeline.config.sections import (  # noqa: F401  (re-exported: the schema's one import path)
-    PARADIGMS, PLL_LOSSES, BENCHMARKS, TORCHVISION_DATASETS, DATASETS, BACKGROUNDS,
-    Seed, _Strict, _one_of, WORLD_PRESETS_FILE, WORLD_SHIFT_KNOBS, world_presets,
-    WorldParams, DatasetParams, ParadigmParams, GenerateParams, AdaptParams, ClipParams,
-    AuxiliaryParams, CplParams, PseudolabelParams, TrainParams, CoftParams, ComputeParams,
+    BACKGROUNDS,
+    BENCHMARKS,
+    DATASETS,
+    PARADIGMS,
+    PLL_LOSSES,
+    TORCHVISION_DATASETS,
+    WORLD_PRESETS_FILE,
+    WORLD_SHIFT_KNOBS,
+    AdaptParams,
+    AuxiliaryParams,
+    ClipParams,
+    CoftParams,
+    ComputeParams,
+    CplParams,
+    DatasetParams,
     EvaluateParams,
+    GenerateParams,
+    ParadigmParams,
+    PseudolabelParams,
+    Seed,
+    TrainParams,
+    WorldParams,
+    _one_of,
+    _Strict,
+    world_presets,
 )
+from pipeline.core.errors import PipelineError
 
 
 class Params(_Strict):

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from pipeline.core.errors import PipelineError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PARADIGMS = ("ul", "ssl", "trzsl", "candidates")
 PLL_LOSSES = ("cc", "rc", "lws", "cavl")  # pipeline/training/losses.py

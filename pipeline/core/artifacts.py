@@ -71,6 +71,12 @@ def write_json(path: str | Path, data: object) -> None:
         tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
 
 
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """A table for people and plots (`plots/*.csv`), written atomically."""
+    with atomic_path(Path(path)) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def read_json(path: str | Path) -> object:
     return json.loads(Path(path).read_text())
 

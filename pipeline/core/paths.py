@@ -40,6 +40,7 @@ PSEUDOLABELS = Path("data/pseudolabels/pseudolabels.parquet")
 PSEUDOLABEL_SUMMARY = Path("data/pseudolabels/summary.json")
 PROMPT = Path("data/train/prompt.safetensors")
 VISUAL = Path("data/train/visual.safetensors")      # the trained image-tower parts (image-space training)
+FEATURE_CACHE = Path(".cache/features")             # under the shared root: per-shard embeddings
 PIXEL_CACHE = Path(".cache/pixels")                 # under the shared root: decoded images, once
 TRAIN_CHECKPOINTS = Path(".cache/train")            # under the shared root: resumable round checkpoints
 ROUNDS = Path("data/train/rounds.json")

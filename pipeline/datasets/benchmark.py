@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.datasets.source import Dataset
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.source import Dataset
 
 CLASS_NAMES_DIR = Path(__file__).parent / "class_names"
 SHOWN = 5

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams, ParadigmParams
+from pipeline.core.errors import PipelineError
 
 COLUMNS = ["id", "candidates"]
 CSV_SEPARATOR = ";"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import frame, locate, missing_files
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import frame, locate, missing_files
+from pipeline.datasets.source import Dataset
 
 LAYOUT = ("  <root>/CUB_200_2011/images/001.Black_footed_Albatross/*.jpg ...\n"
           "  <root>/CUB_200_2011/{images,image_class_labels,train_test_split,classes}.txt")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.images import png_bytes
-from pipeline.demo import world as demo_world
 from pipeline.config.params import WorldParams
+from pipeline.datasets.images import png_bytes
+from pipeline.datasets.source import Dataset
+from pipeline.demo import world as demo_world
 
 
 def demo_dataset(world: WorldParams) -> Dataset:

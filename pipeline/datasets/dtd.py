@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import differences, frame, locate, missing_files, shipped_class_names
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import differences, frame, locate, missing_files, shipped_class_names
+from pipeline.datasets.source import Dataset
 
 LAYOUT = "  <root>/dtd/images/banded/banded_0002.jpg ...\n  <root>/dtd/labels/{train1,val1,test1}.txt"
 PARTITION = 1

@@ -5,9 +5,9 @@ split and ELEVATER's lists are not public offline: each class is split by `datas
 
 from __future__ import annotations
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import class_folder_dataset, locate, shipped_class_names, shipped_folders
 from pipeline.config.params import DatasetParams
+from pipeline.datasets.benchmark import class_folder_dataset, locate, shipped_class_names, shipped_folders
+from pipeline.datasets.source import Dataset
 
 LAYOUT = "  <root>/2750/AnnualCrop/AnnualCrop_1.jpg ... (10 class folders)"
 DEFAULT_TEST_FRACTION = 0.5

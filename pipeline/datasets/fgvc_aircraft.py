@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import (differences, frame, locate, missing_files, shipped_class_names,
-                                        shipped_folders)
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import differences, frame, locate, missing_files, shipped_class_names, shipped_folders
+from pipeline.datasets.source import Dataset
 
 LAYOUT = ("  <root>/fgvc-aircraft-2013b/data/images/1025794.jpg ...\n"
           "  <root>/fgvc-aircraft-2013b/data/{variants,images_variant_trainval,images_variant_test}.txt")

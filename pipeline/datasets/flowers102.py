@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import SHOWN, frame, locate, missing_files, shipped_class_names
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.benchmark import SHOWN, frame, locate, missing_files, shipped_class_names
+from pipeline.datasets.source import Dataset
 
 LAYOUT = "  <root>/flowers-102/jpg/image_00001.jpg ...\n  <root>/flowers-102/imagelabels.mat\n  <root>/flowers-102/setid.mat"
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.datasets.source import Dataset, pretty_class_name
+from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
 from pipeline.datasets.benchmark import renamed
 from pipeline.datasets.images import check_decodable
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams
+from pipeline.datasets.source import Dataset, pretty_class_name
 
 log = logging.getLogger(__name__)
 

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.datasets.loading import load_dataset
-from pipeline.datasets.source import Dataset
+from pipeline.config.params import DatasetParams, ParadigmParams
+from pipeline.config.protocols import get_protocol
+from pipeline.core.errors import PipelineError
+from pipeline.core.plots import CELL, grid_image
 from pipeline.datasets.candidate_sets import candidate_table, empty_table
 from pipeline.datasets.images import open_thumbnail
+from pipeline.datasets.loading import load_dataset
 from pipeline.datasets.manifest import MANIFEST_COLUMNS
+from pipeline.datasets.source import Dataset
 from pipeline.datasets.torchvision import cleaned_up_download
-from pipeline.core.errors import PipelineError
-from pipeline.config.params import DatasetParams, ParadigmParams
-from pipeline.core.plots import CELL, grid_image
-from pipeline.config.protocols import get_protocol
 
 log = logging.getLogger(__name__)
 

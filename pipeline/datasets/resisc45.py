@@ -4,9 +4,9 @@ sending 80% of every class to test by default (`dataset.test_fraction`), drawn f
 
 from __future__ import annotations
 
-from pipeline.datasets.source import Dataset
-from pipeline.datasets.benchmark import class_folder_dataset, locate, shipped_class_names, shipped_folders
 from pipeline.config.params import DatasetParams
+from pipeline.datasets.benchmark import class_folder_dataset, locate, shipped_class_names, shipped_folders
+from pipeline.datasets.source import Dataset
 
 LAYOUT = "  <root>/NWPU-RESISC45/airplane/airplane_001.jpg ... (45 class folders)"
 DEFAULT_TEST_FRACTION = 0.8

@@ -14,10 +14,10 @@ from urllib.error import URLError
 import numpy as np
 import pandas as pd
 
-from pipeline.datasets.source import Dataset, pretty_class_name
-from pipeline.datasets.images import png_bytes
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import DatasetParams
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.images import png_bytes
+from pipeline.datasets.source import Dataset, pretty_class_name
 
 # name -> (torchvision class, constructor kwargs for train, for test); None: no official split.
 _TORCHVISION = {

@@ -33,10 +33,10 @@ def generator(clip_file: Path = typer.Option(Path("data/demo/demo-clip.safetenso
     class fidelity (share of "a photo of a {c}" images the CLIP assigns to c)."""
     import torch
 
+    from pipeline.clip.models import load_clip
     from pipeline.demo import world
     from pipeline.demo.generator import DemoPipeline, class_fidelity, train
     from pipeline.demo.pretrain_clip import render_corpus
-    from pipeline.clip.models import load_clip
 
     with stage("pretrain-generator") as log:
         pixels, captions, _ = render_corpus(images, seed + 7)
@@ -56,11 +56,11 @@ def recipe(params_file: Path = typer.Option(Path("params.yaml"), "--params"),
            seeds: int = 1) -> None:
     """Score prompt-training recipes on a labelled source split of the demo world (never the target),
     starting from the context in params.yaml, and print the one to put under `train` there."""
+    from pipeline.clip.models import load_clip
+    from pipeline.config.params import load_params
     from pipeline.core.artifacts import atomic_path
     from pipeline.demo.recipe import search
     from pipeline.runtime.devices import resolve_device
-    from pipeline.clip.models import load_clip
-    from pipeline.config.params import load_params
 
     with stage("recipe") as log:
         base = load_params(params_file).train

@@ -28,8 +28,8 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.core.artifacts import load_tensors, save_tensors
 from pipeline.clip.models import load_clip
+from pipeline.core.artifacts import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pipeline.core.artifacts import save_tensors
-from pipeline.demo import world
 from pipeline.clip.models import register_model_configs
 from pipeline.config.params import WorldParams
+from pipeline.core.artifacts import save_tensors
+from pipeline.demo import world
 
 log = logging.getLogger(__name__)
 

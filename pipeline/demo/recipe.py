@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.clip.features import encode_images
+from pipeline.clip.models import Clip
+from pipeline.clip.prompts import PromptLearner
+from pipeline.config.params import TrainParams
+from pipeline.core.candidates import Candidates
 from pipeline.datasets.demo import demo_dataset
 from pipeline.demo import world
 from pipeline.evaluation.metrics import accuracy, predict
-from pipeline.clip.features import encode_images
-from pipeline.clip.models import Clip
-from pipeline.config.params import TrainParams
-from pipeline.clip.prompts import PromptLearner
-from pipeline.core.candidates import Candidates
 from pipeline.methods.base import LossTerm
 from pipeline.training.loop import fit_prompt, steps_per_epoch
 

@@ -25,7 +25,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -35,13 +34,17 @@ import torch.nn.functional as F
 from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
-from pipeline.datasets.images import open_image
-from pipeline.diffusion.lora import ADAPTER_NAME, lora_config
-from pipeline.runtime.devices import rebalance_threads
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import AdaptParams, Params
+from pipeline.core import paths
+from pipeline.core.artifacts import read_json, read_table
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.images import open_image
+from pipeline.diffusion.generate import generate_synthetic
+from pipeline.diffusion.lora import ADAPTER_NAME, lora_config
+from pipeline.diffusion.synthetic import read_synthetic
 from pipeline.pseudolabel.rules import select_upl, text_posterior
-from pipeline.workspace import Workspace, training_pool
+from pipeline.runtime.devices import rebalance_threads
+from pipeline.workspace import Workspace, load_workspace, training_pool
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +224,21 @@ def adapt_generator(pipe, data: TrainingImages, params: AdaptParams, device: tor
     log.info("adapted %d LoRA tensors (%d parameters) in %.1f s", len(trainable),
              sum(p.numel() for p in trainable), time.perf_counter() - started)
     return get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
+
+
+def adaptation_images(params: Params) -> tuple[TrainingImages, TrainingImages]:
+    """The target training images `adapt` trains on (captioned by `adapt.captions`) and the unadapted
+    generator's class sample (`data/adapter/prior`: the first images an unadapted `generate` would
+    make), the class set of prior preservation and what `diagnose` compares class fidelity with."""
+    paths.ADAPTER.parent.mkdir(parents=True, exist_ok=True)
+    manifest, _ = read_table(paths.MANIFEST, columns=["id", "split", "path", "image"])
+    workspace = load_workspace(with_synthetic=False) if params.adapt.captions == "pseudolabel" else None
+    data = target_training_images(params, manifest, workspace)
+    log.info("adapting %s on %d target training images (%s captions)", params.generate.model, len(data),
+             params.adapt.captions)
+    generate_synthetic(params.prior_sample_plan(), read_json(paths.CLASSES), params.generate.seed, paths.ADAPTER_PRIOR,
+                       compute=params.compute)
+    prior = prior_images(read_synthetic(paths.ADAPTER_PRIOR))
+    if params.adapt.prior_weight > 0:
+        log.info("prior preservation: %d unadapted class images at weight %g", len(prior), params.adapt.prior_weight)
+    return data, prior

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
+from diffusers import DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 

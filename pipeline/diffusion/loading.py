@@ -16,7 +16,6 @@ from pipeline.demo.generator import DemoPipeline
 from pipeline.diffusion.lora import load_adapter
 from pipeline.tiny import build_tiny_diffusion
 
-
 TINY_RANDOM = "tiny-random"
 
 

@@ -7,6 +7,8 @@ adapter made here for Stable Diffusion loads anywhere diffusers does.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,7 +17,6 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 
 from pipeline.config.params import AdaptParams
-
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_lora_weights(folder) finds it
 
@@ -45,3 +46,12 @@ def load_adapter(pipe, folder: Path, scale: float = 1.0) -> None:
     pipe.load_lora_weights(str(folder), weight_name=LORA_FILE, adapter_name=ADAPTER_NAME)
     if scale != 1.0:
         pipe.unet.set_adapters([ADAPTER_NAME], weights=[scale])
+
+
+def install_adapter(state_dict: dict[str, torch.Tensor], folder: Path) -> Path:
+    """`save_adapter` into `folder` through a scratch folder beside it, so a crash leaves no half-written file."""
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(save_adapter(state_dict, Path(scratch)), folder / LORA_FILE)
+    return folder / LORA_FILE

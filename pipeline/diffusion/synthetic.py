@@ -22,7 +22,6 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.plots import class_grid
 from pipeline.datasets.images import open_image
 
-
 SHARD_GLOB = "shard-*.parquet"
 COLUMNS = ["id", "label", "class_name", "prompt", "seed", "image", "width", "height"]
 DTYPES = {"id": "object", "label": "int64", "class_name": "object", "prompt": "object",

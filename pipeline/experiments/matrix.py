@@ -29,9 +29,9 @@ from pathlib import Path
 import typer
 import yaml
 
-from pipeline.core.errors import PipelineError
-from pipeline.experiments.tables import experiments, flatten, markdown_table
 from pipeline.config.params import parse_params
+from pipeline.core.errors import PipelineError
+from pipeline.experiments.tables import experiments, markdown_table
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False)

@@ -7,18 +7,18 @@ adding a method means adding a file here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from pipeline.core.candidates import Candidates
-from pipeline.core.terms import LossTerm
 from pipeline.core.pool import Pool
+from pipeline.core.terms import LossTerm
 from pipeline.pseudolabel.rules import text_posterior
 
 if TYPE_CHECKING:
-    from pipeline.training.learners import LearnerSpec
     from pipeline.config.params import Params
+    from pipeline.training.learners import LearnerSpec
 
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.methods.base import Method, register
 from pipeline.config.protocols import get_protocol
+from pipeline.methods.base import Method, register
 from pipeline.pseudolabel.rules import cpl_pool_caps, grip_k, select_cpl
 
 # The authors' per-dataset (α, β for UL/SSL, β for TRZSL), scripts/run-textPT_ALL.sh of

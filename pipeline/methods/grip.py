@@ -1,7 +1,7 @@
 """GRIP (Menghini et al. 2023): IFPL whose per-class K grows each round until it covers the pool."""
 
-from pipeline.methods.base import Method, register
 from pipeline.config.protocols import get_protocol
+from pipeline.methods.base import Method, register
 from pipeline.pseudolabel.rules import grip_k, select_balanced
 
 

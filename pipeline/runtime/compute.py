@@ -22,9 +22,9 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from pipeline.runtime.devices import resolve_device, visible_gpus
-from pipeline.core.errors import PipelineError
 from pipeline.config.params import ComputeParams
+from pipeline.core.errors import PipelineError
+from pipeline.runtime.devices import resolve_device, visible_gpus
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.auxiliary.prototypes import class_prototypes
-from pipeline.training.momentum import MomentumContrast
-from pipeline.config.params import Params, TrainParams
 from pipeline.clip.pixels import PixelSpec, augment
-from pipeline.core.pool import Pool
 from pipeline.clip.prompts import DualPromptLearner, PromptLearner, read_descriptions
+from pipeline.config.params import Params, TrainParams
 from pipeline.config.protocols import get_protocol
+from pipeline.core.pool import Pool
+from pipeline.training.momentum import MomentumContrast
 from pipeline.training.visual import VisualLearner
 
 

@@ -18,15 +18,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.training.batching import PLANS
-from pipeline.core.candidates import LOGIT_SCALE, Candidates
-from pipeline.training.checkpoints import Checkpoints, digest, load_optimizer, optimizer_tensors
-from pipeline.runtime.devices import rebalance_threads
-from pipeline.methods.base import LossTerm, Method
 from pipeline.config.params import TrainParams
-from pipeline.training.losses import build_loss
-from pipeline.core.pool import Pool
 from pipeline.config.protocols import PROTOCOLS, Protocol, get_protocol
+from pipeline.core.candidates import LOGIT_SCALE, Candidates
+from pipeline.core.pool import Pool
+from pipeline.methods.base import LossTerm, Method
+from pipeline.runtime.devices import rebalance_threads
+from pipeline.training.batching import PLANS
+from pipeline.training.checkpoints import Checkpoints, digest, load_optimizer, optimizer_tensors
+from pipeline.training.losses import build_loss
 
 log = logging.getLogger(__name__)
 
