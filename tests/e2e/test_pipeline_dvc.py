@@ -17,7 +17,7 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["check", "prepare", "features_real", "adapt", "generate", "features_synthetic", "auxiliary", "diagnose",
           "pseudolabel", "train", "evaluate"]
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pipeline.core.artifacts import atomic_path
 from stages import adapt, check, features, generate, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ GPU_SUITE_ARMS = ["prompt_forward_eager", "prompt_reference_eager", "prompt_fit"
 
 
 def test_gpu_suite_toy_mode_records_every_arm_and_extrapolates_air_on_flowers102(tmp_path):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "suite"
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
     done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_suite.sh"), "--toy"], cwd=root, env=env,

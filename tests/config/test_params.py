@@ -7,7 +7,7 @@ from pipeline.config.params import load_params, parse_params
 from pipeline.core.errors import PipelineError
 from pipeline.methods.catalog import check_method
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_params_are_valid():

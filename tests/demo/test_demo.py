@@ -19,7 +19,7 @@ from pipeline.diffusion.generate import generate_synthetic
 from pipeline.diffusion.loading import load_generator
 from pipeline.diffusion.synthetic import read_synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
 CLIP_FILE = DEMO / "demo-clip.safetensors"
 FIDELITY_STEPS = 10

@@ -23,7 +23,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.training.learners import LearnerSpec, make_learner_factory
 from stages import check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pipeline.datasets.folder import _check_unique_ids
 from pipeline.datasets.images import open_image
 from pipeline.datasets.loading import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _folder(root: Path, classes, per_class=3, name="{i}.png"):

@@ -21,7 +21,7 @@ from pipeline.methods.catalog import check_method
 from pipeline.runtime.devices import resolve_device
 from stages import check, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(stage_module):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline.experiments import matrix
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from benchmark_fakes import fake_flowers
 from pipeline.check import fingerprint
 from pipeline.config.params import DatasetParams, ParadigmParams
 from pipeline.core.artifacts import read_table
@@ -27,7 +28,6 @@ from pipeline.datasets.loading import load_dataset
 from pipeline.datasets.paradigms import prepare as prepare_dataset
 from pipeline.datasets.source import Dataset
 from stages import prepare
-from tests.test_benchmarks import fake_flowers
 
 OUTPUTS = ("data/prepared/manifest.parquet", "data/prepared/candidates.parquet", "data/prepared/classes.json",
            "plots/train_images.png")

@@ -14,7 +14,7 @@ from pipeline.config.params import TrainParams
 from pipeline.demo import world
 from pipeline.demo.recipe import choose, same_colour_confusions, score_recipe, source_split
 
-CLIP_FILE = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo-clip.safetensors"
+CLIP_FILE = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo-clip.safetensors"
 N_COLOURS = len(world.COLOURS)
 
 

@@ -13,7 +13,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.methods.base import _REGISTRY, Method, register
 from pipeline.methods.catalog import build_method, check_method, method_names, selection_rules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_lists_exactly_the_methods_the_schema_accepts():

@@ -181,7 +181,7 @@ def test_chunked_cpl_sets_equal_the_whole_matrix(tight, dtype):
 
 
 def test_benchmark_runs_and_finds_the_rules_identical():
-    script = Path(__file__).parents[1] / "benchmarks" / "selection_scaling.py"
+    script = Path(__file__).parents[2] / "benchmarks" / "selection_scaling.py"
     result = subprocess.run([sys.executable, str(script), "--sizes", "300x7", "--rounds", "3"],
                             capture_output=True, text=True, check=True)
     balanced = [line for line in result.stdout.splitlines() if "balanced top-K" in line]

@@ -237,7 +237,7 @@ def test_pll_numerics_is_a_checked_param_that_reaches_the_loss_term():
 # --- 5. stateful losses on images: updated after the step ----------------------------------------------
 
 def test_rc_on_images_is_updated_with_the_post_step_logits_of_the_steps_own_views(tiny_clip, tmp_path):
-    from tests.test_visual import NAMES, _image_learner
+    from tests.training.test_visual import NAMES, _image_learner
 
     factory, train = _image_learner(tiny_clip, epochs=1, batch_size=32, warmup_epochs=0, lr=0.5)
     masks = np.zeros((24, len(NAMES)), np.float32)

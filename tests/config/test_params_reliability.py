@@ -20,7 +20,7 @@ from pipeline.training.learners import LearnerSpec, build_visual
 from stages import check
 from stages._cli import stage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(stage_module):

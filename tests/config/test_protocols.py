@@ -13,7 +13,7 @@ from pipeline.core.candidates import candidate_loss
 from pipeline.methods.base import LossTerm
 from pipeline.training.batching import PLANS
 from pipeline.training.loop import _schedule, fit_prompt
-from tests.test_training import DEVICE, NAMES, learner_factory, make_pool
+from tests.training.test_training import DEVICE, NAMES, learner_factory, make_pool
 
 N_PSEUDO, N_LABELED, C = 12, 4, 5
 
@@ -152,7 +152,7 @@ def test_a_protocol_fills_the_recipe_and_templates_only_where_left_null():
 def test_grip_protocol_runs_grips_rounds_on_ssl_with_its_hold_out_and_beats_zero_shot(tiny_clip):
     from pipeline.methods.catalog import build_method
     from pipeline.training.loop import run_method
-    from tests.test_training import accuracy, handcrafted_weights
+    from tests.training.test_training import accuracy, handcrafted_weights
 
     pool = make_pool(tiny_clip, per_class=20, labeled_per_class=5)
     config = parse_params({"method": "grip", "paradigm": "ssl", "protocol": "grip",
@@ -171,7 +171,7 @@ def test_grip_protocol_runs_grips_rounds_on_ssl_with_its_hold_out_and_beats_zero
 def test_cpl_protocol_trains_cpl_on_trzsl_with_its_labeled_batches_and_beats_zero_shot(tiny_clip):
     from pipeline.methods.catalog import build_method
     from pipeline.training.loop import run_method
-    from tests.test_training import accuracy, handcrafted_weights
+    from tests.training.test_training import accuracy, handcrafted_weights
 
     pool = make_pool(tiny_clip, per_class=20, allowed=[3, 4, 5])
     pool.labeled[np.isin(pool.true_labels, [0, 1, 2])] = True      # seen classes labeled, as TRZSL has it
