@@ -1,6 +1,6 @@
 """Choose image-space augmentation for the demo world on a labelled *source* split, never the target.
 
-As `python -m pipeline.demo recipe` does for the text recipe: a labelled source-domain split whose
+As `python scripts/demo_models.py recipe` does for the text recipe: a labelled source-domain split whose
 training labels are half wrong the way target pseudo-labels are (another shape of the same colour);
 a visual (padding) prompt trains on them with each augmentation, and is scored by its accuracy on
 held-out, correctly labelled source images. Prints the table and writes results/augment_source_split.csv.

@@ -1,11 +1,15 @@
-"""Retrain the demo world's shipped models from scratch: `python -m pipeline.demo clip`, then `... generator`;
-choose the prompt-training recipe on the source domain: `python -m pipeline.demo recipe`."""
+"""Retrain the demo world's shipped models from scratch: `python scripts/demo_models.py clip`, then
+`... generator`; choose the prompt-training recipe on the source domain: `python scripts/demo_models.py recipe`.
+A command-line tool over the library `pipeline.demo`, kept out of it (the library never imports stages/)."""
 
+import sys
 from pathlib import Path
 
 import typer
 
-from stages._cli import stage
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stages._cli import stage  # noqa: E402
 
 app = typer.Typer(add_completion=False)
 

@@ -55,6 +55,14 @@ def test_a_package_import_runs_its_init():
     assert ROOT / "pipeline" / "core" / "__init__.py" in imports_of(ROOT / "pipeline" / "workspace.py")
 
 
+def test_the_library_imports_no_stage_command():
+    """Stages sit over the library, never under it (the demo models' CLI lives in scripts/)."""
+    library = [p for p in project_files() if p.relative_to(ROOT).parts[0] == "pipeline"]
+    reaching = {p.relative_to(ROOT).as_posix() for p in library
+                if any(q.relative_to(ROOT).parts[0] == "stages" for q in imports_of(p))}
+    assert reaching == set()
+
+
 def test_the_library_is_packages_by_stage():
     top = sorted(p.name for p in (ROOT / "pipeline").glob("*.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top

@@ -129,3 +129,15 @@ def test_demo_generator_plugs_into_generate(tmp_path):
     assert len(frame) == 6 and frame["label"].tolist() == [0, 0, 1, 1, 2, 2]
     with pytest.raises(ValueError, match="generate.size: 32"):
         load_generator(str(DEMO), torch.device("cpu"), torch.float32)(["a red star"], height=64, width=64)
+
+
+def test_demo_models_command_lives_outside_the_library_and_lists_its_three_commands():
+    """The models' training CLI is a script over pipeline.demo (the library imports no stages/ code)."""
+    import subprocess
+    import sys
+
+    assert not (ROOT / "pipeline" / "demo" / "__main__.py").exists()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_models.py"), "--help"],
+                          capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert all(command in done.stdout for command in ("clip", "generator", "recipe"))
