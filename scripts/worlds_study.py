@@ -56,6 +56,7 @@ VISUAL = {"grip_visual": {"method": "grip", "train.prompt": "visual"},
           "air_grip_visual": {"method": "air", "pseudolabel.selection": "grip", "train.prompt": "visual"}}
 PARADIGM_METHODS = {name: METHODS[name] for name in ("grip", "cpl", "air_grip")}
 PLL_LOSSES = ("cc", "rc", "lws", "cavl")
+RATES = (0.3, 0.5)
 
 
 def cells() -> list[dict]:
@@ -76,7 +77,7 @@ def cells() -> list[dict]:
         for seed in SEEDS:
             for name, overrides in PARADIGM_METHODS.items():
                 add(paradigm, name, "default", seed, {"paradigm": paradigm, **overrides})
-    for rate in (0.3, 0.5):
+    for rate in RATES:
         for seed in SEEDS:
             add("candidates", "zeroshot", "easy", seed, {"paradigm": "candidates", "method": "zeroshot",
                                                           "paradigm_options.partial_rate": rate,
@@ -221,8 +222,99 @@ def _paired(table: dict, a: str, b: str, value=_headline) -> str:
     return f"{statistics.mean(diffs):+.1f} ± {spread:.1f} [{', '.join(f'{d:+.1f}' for d in diffs)}]"
 
 
+def _by_rate(rows: list[dict], rate: float) -> dict[str, dict[int, dict]]:
+    table: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if row["group"] == "candidates" and row["overrides"]["paradigm_options.partial_rate"] == rate:
+            table.setdefault(row["cell"], {})[row["seed"]] = row
+    return table
+
+
 def _pool(row: dict, part: str) -> float | None:
     return ((row.get("diagnostics") or {}).get("train_pool_accuracy") or {}).get(part)
+
+
+def _diffs(table: dict, a: str, b: str, value=_headline) -> list[float]:
+    """a − b in points for every seed present in both."""
+    seeds = sorted(set(table.get(a, {})) & set(table.get(b, {})))
+    return [100 * (value(table[a][s]) - value(table[b][s])) for s in seeds]
+
+
+def _mean(table: dict, name: str) -> float | None:
+    values = [_headline(r) for r in table.get(name, {}).values()]
+    return 100 * statistics.mean(values) if values else None
+
+
+def _verdict(met: bool | None) -> str:
+    return "**not measured yet**" if met is None else ("**met**" if met else "**missed**")
+
+
+def goals(tables: dict, candidates: dict) -> list[str]:
+    """Issue 25's five goals, each a verdict with the numbers it rests on (a missing cell leaves it open)."""
+    out = []
+    for base in ("grip", "cpl"):
+        gaps = [_diffs(tables[w], f"air_{base}", f"air_{base}_unadapted") for w in WORLDS]
+        full = all(len(g) == len(SEEDS) for g in gaps)
+        means = [statistics.mean(g) if g else float("nan") for g in gaps]
+        average = statistics.mean(means) if full else None
+        out.append(f"- Adapted AiR on {base.upper()} ≥ unadapted + 2 points over the worlds and ≥ 0 in each: "
+                   f"{_verdict(None if not full else average >= 2 and min(means) >= 0)} — "
+                   + ", ".join(f"{w} {m:+.1f}" for w, m in zip(WORLDS, means))
+                   + (f"; average {average:+.1f}" if full else ""))
+    for base in ("grip", "cpl"):
+        parts = []
+        for world in WORLDS:
+            pairs = [(a, tables[world][f"air_{base}_unadapted"][seed])
+                     for seed, a in sorted(tables[world].get(f"air_{base}", {}).items())
+                     if a.get("rounds") and tables[world].get(f"air_{base}_unadapted", {}).get(seed, {}).get("rounds")]
+            if pairs:
+                first = [100 * (a["rounds"][0]["pseudo_label_accuracy"] - u["rounds"][0]["pseudo_label_accuracy"])
+                         for a, u in pairs]
+                last = [100 * (a["rounds"][-1]["pseudo_label_accuracy"] - u["rounds"][-1]["pseudo_label_accuracy"])
+                        for a, u in pairs]
+                parts.append(f"{world} first {statistics.mean(first):+.1f}, last {statistics.mean(last):+.1f} "
+                             f"(n={len(pairs)})")
+        if parts:
+            out.append(f"  - Where the {base.upper()} gap comes from: pseudo-label accuracy of the first and the last "
+                       "round, adapted − unadapted (hidden labels, analysis only; rows recorded with their rounds): "
+                       + "; ".join(parts))
+    default = tables["default"].get("air_grip", {})
+    margins = [100 * (_pool(r, "auxiliary") - _pool(r, "text")) for _, r in sorted(default.items())
+               if _pool(r, "text") is not None]
+    out.append(f"- Auxiliary − text on the default world's pool ≥ 5 points for every adapter seed: "
+               f"{_verdict(None if len(margins) < len(SEEDS) else min(margins) >= 5)} — "
+               f"[{', '.join(f'{m:+.1f}' for m in margins)}]")
+    fused = {w: [100 * (_pool(r, "fused") - max(_pool(r, "text"), _pool(r, "auxiliary")))
+                 for r in tables[w].get("air_grip", {}).values() if _pool(r, "fused") is not None] for w in WORLDS}
+    complete = all(len(v) == len(SEEDS) for v in fused.values())
+    out.append(f"- Fused ≥ the better of text and auxiliary on the pool, in every world (adapted AiR, mean over "
+               f"seeds): {_verdict(None if not complete else all(statistics.mean(v) >= 0 for v in fused.values()))}"
+               " — " + ", ".join(f"{w} {statistics.mean(v):+.1f} (worst seed {min(v):+.1f})"
+                                  for w, v in fused.items() if v))
+    standings = []
+    for world in WORLDS:
+        baselines = {n: _mean(tables[world], n) for n in BASELINES if _mean(tables[world], n) is not None}
+        air = {n: _mean(tables[world], n) for n in ("air_grip", "air_cpl") if _mean(tables[world], n) is not None}
+        if baselines and air:
+            best, better_air = max(baselines, key=baselines.get), max(air, key=air.get)
+            standings.append((world, better_air, air[better_air], best, baselines[best]))
+    met = None if len(standings) < len(WORLDS) else all(a >= b for _, _, a, _, b in standings)
+    out.append(f"- AiR on its better base is the best UL method in every world: {_verdict(met)} — "
+               + "; ".join(f"{w}: {an} {a:.1f} vs {bn} {b:.1f}" for w, an, a, bn, b in standings))
+    if any(candidates.values()):
+        gains = {(loss, rate): _diffs(candidates[rate], f"pll_{loss}_aligned", f"pll_{loss}")
+                 for loss in PLL_LOSSES for rate in RATES}
+        zero = {rate: _mean(candidates[rate], "zeroshot") for rate in RATES}
+        beaten = {(loss, rate): (_mean(candidates[rate], f"pll_{loss}_aligned") or 0) > (zero[rate] or 100)
+                  for loss in PLL_LOSSES for rate in RATES}
+        complete = all(len(g) == len(SEEDS) for g in gains.values())
+        improved = {key: statistics.mean(g) > 0 for key, g in gains.items() if g}
+        out.append("- In the easy world alignment improves every partial-label loss at both rates, and the aligned "
+                   f"prompt beats zero-shot: {_verdict(None if not complete else all(improved.values()) and all(beaten.values()))}"
+                   " — improved: " + ", ".join(f"{loss}@{rate}" for (loss, rate), up in improved.items() if up)
+                   + "; not: " + (", ".join(f"{loss}@{rate}" for (loss, rate), up in improved.items() if not up) or "none")
+                   + "; aligned above zero-shot in " + f"{sum(beaten.values())} of {len(beaten)}")
+    return out
 
 
 def report(out_md: Path, out_png: Path) -> None:
@@ -281,20 +373,28 @@ def report(out_md: Path, out_png: Path) -> None:
         if table:
             lines += ["", f"## {title}", "", "| method | accuracy |", "|---|---|"]
             lines += [f"| {name} | {_mean_std([_headline(r) for r in table[name].values()])} |" for name in table]
-    candidates = [r for r in rows if r["group"] == "candidates"]
-    if candidates:
-        lines += ["", "## Candidate labels (easy world)", "", "| method | q = 0.3 | q = 0.5 |", "|---|---|---|"]
-        names = sorted({r["cell"] for r in candidates}, key=lambda n: (n != "zeroshot", n))
+    candidates = {rate: _by_rate(rows, rate) for rate in RATES}
+    if any(candidates.values()):
+        lines += ["", "## Candidate labels (easy world)", "",
+                  "| method | " + " | ".join(f"q = {rate}" for rate in RATES) + " |", "|---|" + "---|" * len(RATES)]
+        names = sorted({name for table in candidates.values() for name in table}, key=lambda n: (n != "zeroshot", n))
         for name in names:
-            cellsq = [_mean_std([_headline(r) for r in candidates if r["cell"] == name
-                                 and r["overrides"]["paradigm_options.partial_rate"] == q]) for q in (0.3, 0.5)]
-            lines.append(f"| {name} | {cellsq[0]} | {cellsq[1]} |")
-    visual = [r for r in rows if r["group"] == "visual"]
-    if visual:
+            lines.append(f"| {name} | " + " | ".join(
+                _mean_std([_headline(r) for r in candidates[rate].get(name, {}).values()]) for rate in RATES) + " |")
+        lines += ["", "Paired per seed, aligned − not aligned (points):", "",
+                  "| loss | " + " | ".join(f"q = {rate}" for rate in RATES) + " |", "|---|" + "---|" * len(RATES)]
+        for loss in PLL_LOSSES:
+            lines.append(f"| {loss} | " + " | ".join(
+                _paired(candidates[rate], f"pll_{loss}_aligned", f"pll_{loss}") for rate in RATES) + " |")
+    visual = {world: _by(rows, "visual", world) for world in WORLDS}
+    if any(visual.values()):
         lines += ["", "## Visual prompts (UL)", "", "| method | " + " | ".join(WORLDS) + " |", "|---|" + "---|" * 3]
         for name in VISUAL:
-            lines.append(f"| {name} | " + " | ".join(_mean_std([_headline(r) for r in visual if r["cell"] == name
-                                                               and r["world"] == w]) for w in WORLDS) + " |")
+            lines.append(f"| {name} | " + " | ".join(
+                _mean_std([_headline(r) for r in visual[w].get(name, {}).values()]) for w in WORLDS) + " |")
+        lines.append("| air_grip_visual − grip_visual (paired) | " + " | ".join(
+            _paired(visual[w], "air_grip_visual", "grip_visual") for w in WORLDS) + " |")
+    lines += ["", "## The issue's goals, read from the tables above", ""] + goals(tables, candidates)
     lines += ["", "![accuracy per world](worlds.png)", ""]
     out_md.write_text("\n".join(lines))
     _figure(tables, out_png)

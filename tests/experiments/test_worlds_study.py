@@ -69,3 +69,31 @@ def test_rows_of_a_mended_cell_from_before_the_mend_are_superseded_not_results(t
     monkeypatch.setattr(worlds_study, "MENDED", {"coft": head})
     assert [(r["cell"], r["commit"]) for r in worlds_study.recorded()] == [("coft", head), ("grip", parent)]
     assert len(worlds_study.recorded(include_superseded=True)) == 3
+
+
+def _ul_row(name: str, world: str, seed: int, accuracy: float, first: float, last: float) -> dict:
+    return {"group": "ul", "cell": name, "world": world, "seed": seed, "commit": "abcdef0", "overrides": {},
+            "metrics": {"accuracy": accuracy},
+            "rounds": [{"pseudo_label_accuracy": first}, {"pseudo_label_accuracy": last}],
+            "diagnostics": {"train_pool_accuracy": {"text": 0.30, "auxiliary": 0.30 + 0.02 * (seed + 1),
+                                                    "fused": 0.36}}}
+
+
+def test_goals_read_each_verdict_from_the_paired_seeds():
+    # adapted - unadapted: +3 points in easy and default, -0.6 in hard -> average +1.8: missed (< 2)
+    gain = {"easy": 0.03, "default": 0.03, "hard": -0.006}
+    tables = {world: {} for world in worlds_study.WORLDS}
+    for world in worlds_study.WORLDS:
+        for seed in worlds_study.SEEDS:
+            for name, accuracy in (("air_grip", 0.40 + gain[world]), ("air_grip_unadapted", 0.40)):
+                row = _ul_row(name, world, seed, accuracy, 0.5 if name == "air_grip" else 0.4, 0.3)
+                tables[world].setdefault(name, {})[seed] = row
+    lines = worlds_study.goals(tables, {})
+    assert lines[0] == ("- Adapted AiR on GRIP ≥ unadapted + 2 points over the worlds and ≥ 0 in each: **missed** — "
+                        "easy +3.0, default +3.0, hard -0.6; average +1.8")
+    assert "not measured yet" in lines[1]  # no CPL rows
+    assert "easy first +10.0, last +0.0 (n=3)" in lines[2]
+    # auxiliary - text per seed: +2, +4, +6 -> the first seed misses 5
+    assert lines[3].endswith("**missed** — [+2.0, +4.0, +6.0]")
+    # fused 36 >= max(30, 32|34|36) on every seed -> met, worst seed +0.0
+    assert "**met**" in lines[4] and "hard +2.0 (worst seed +0.0)" in lines[4]
