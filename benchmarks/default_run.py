@@ -5,6 +5,7 @@ the text tower's training step (the train stage's floor) through the old and the
     python benchmarks/default_run.py --part tower         # the text-tower step only (a few minutes)
     python benchmarks/default_run.py --part repro --baseline 192f5a7 --current HEAD
     python benchmarks/default_run.py --part seeds --seeds 0 1 2   # the default run's accuracy over study seeds
+    python benchmarks/default_run.py --part tests         # the README's test command, baseline vs current
 
 `repro`: each revision is cloned into a scratch folder (committed code only, a fresh `.cache`) and
 `dvc repro` runs there with this environment's Python; every stage's wall time is taken from when
@@ -19,6 +20,10 @@ shared-prefix step under `torch.compile` (its one-off compile time printed apart
 
 `seeds`: the default run of the current revision with `seed = adapt.seed = generate.seed = s`, each in
 a fresh clone; accuracies land in `results/default_run/<rev>-seeds.json` seed by seed (resumable).
+
+`tests`: the README's test command as a new user runs it, for each revision: a fresh clone, a new
+virtual environment, `pip install -e ".[test]"` (timed apart) and `python -m pytest`; pytest's wall
+time and its counts land in `results/default_run/<rev>-tests.json` (resumable like `repro`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "default_run"
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
 def _sha(revision: str) -> str:
@@ -109,19 +115,61 @@ def seeds_part(current: str, seeds: list[int]) -> None:
           + f"  mean {values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}")
 
 
-def repro_part(baseline: str, current: str, fresh: bool) -> None:
+def _both(baseline: str, current: str, suffix: str, measure, what: str, fresh: bool) -> list[dict]:
+    """The record of each revision, measured where `results/default_run/<sha><suffix>.json` is missing."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = []
     for revision in (baseline, current):
         sha = _sha(revision)
-        path = RESULTS / f"{sha}.json"
+        path = RESULTS / f"{sha}{suffix}.json"
         if path.exists() and not fresh:
             print(f"{sha}: reusing {path.relative_to(ROOT)}", flush=True)
         else:
-            print(f"{sha}: fresh clone, dvc repro ...", flush=True)
-            path.write_text(json.dumps(time_repro(sha), indent=2) + "\n")
+            print(f"{sha}: fresh clone, {what} ...", flush=True)
+            path.write_text(json.dumps(measure(sha), indent=2) + "\n")
         runs.append(json.loads(path.read_text()))
-    old, new = runs
+    return runs
+
+
+def time_tests(revision: str) -> dict:
+    """The README's test command in a fresh clone with a new virtual environment."""
+    with tempfile.TemporaryDirectory(prefix="test-suite-") as scratch:
+        clone = _fresh_clone(revision, scratch)
+        env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        python = clone / ".venv" / "bin" / "python"
+        start = time.perf_counter()
+        subprocess.run(["python3", "-m", "venv", ".venv"], cwd=clone, env=env, check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=clone, env=env, check=True,
+                       capture_output=True)
+        installed = time.perf_counter()
+        env["PATH"] = f"{python.parent}:{env['PATH']}"
+        done = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=clone, env=env,
+                              capture_output=True, text=True)
+        end = time.perf_counter()
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
+    return {"revision": revision, "install_seconds": installed - start, "seconds": end - installed,
+            "returncode": done.returncode, "summary": summary,
+            "counts": {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
+                       for n, kind in COUNT.findall(summary)}}
+
+
+def tests_part(baseline: str, current: str, fresh: bool) -> None:
+    old, new = _both(baseline, current, "-tests", time_tests, "a new environment and the test command", fresh)
+    print(f"\n{'':<20} {old['revision']:>10} {new['revision']:>10} {'ratio':>7}")
+    print(f"{'install':<20} {old['install_seconds']:>9.1f}s {new['install_seconds']:>9.1f}s")
+    print(f"{'pytest':<20} {old['seconds']:>9.1f}s {new['seconds']:>9.1f}s {new['seconds'] / old['seconds']:>7.3f}"
+          f"   ({old['seconds'] / new['seconds']:.2f}x faster)")
+    for kind in sorted(set(old["counts"]) | set(new["counts"])):
+        print(f"{kind:<20} {old['counts'].get(kind, 0):>10} {new['counts'].get(kind, 0):>10}")
+    per_test = [run["seconds"] / max(1, run["counts"].get("passed", 0)) for run in (old, new)]
+    print(f"{'seconds per test':<20} {per_test[0]:>9.2f}s {per_test[1]:>9.2f}s {per_test[1] / per_test[0]:>7.3f}")
+    for run in (old, new):
+        if run["returncode"]:
+            print(f"{run['revision']}: pytest exited {run['returncode']}: {run['summary']}")
+
+
+def repro_part(baseline: str, current: str, fresh: bool) -> None:
+    old, new = _both(baseline, current, "", time_repro, "dvc repro", fresh)
     print(f"\n{'stage':<20} {old['revision']:>10} {new['revision']:>10} {'ratio':>7}")
     for name in old["stages"]:
         a, b = old["stages"][name], new["stages"].get(name, float("nan"))
@@ -180,7 +228,7 @@ def tower_part(archs: list[str], classes: list[int], contexts: list[int], repeat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "repro", "tower", "seeds"], default="all")
+    parser.add_argument("--part", choices=["all", "repro", "tower", "seeds", "tests"], default="all")
     parser.add_argument("--baseline", default="192f5a7")
     parser.add_argument("--current", default="HEAD")
     parser.add_argument("--fresh", action="store_true", help="measure again even where results exist")
@@ -197,6 +245,8 @@ def main() -> None:
         repro_part(args.baseline, args.current, args.fresh)
     if args.part == "seeds":
         seeds_part(args.current, args.seeds)
+    if args.part == "tests":
+        tests_part(args.baseline, args.current, args.fresh)
 
 
 if __name__ == "__main__":
